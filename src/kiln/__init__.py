@@ -1,0 +1,63 @@
+"""kiln: a production training pipeline for PyTorch. One config in, one trustworthy run out.
+
+The public API is listed in ``__all__``. Names are imported on first use (PEP 562) so that
+``import kiln`` and ``kiln --help`` stay fast: torch is only imported when it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from kiln.config import KilnConfig, load_config
+    from kiln.data import DataBundle, DataSpec
+    from kiln.errors import ConfigError, KilnError
+    from kiln.models.package import load_model
+    from kiln.train import Callback, Event, FitResult, Trainer, TrainState
+
+_PUBLIC = {
+    "KilnConfig": "kiln.config",
+    "load_config": "kiln.config",
+    "DataBundle": "kiln.data",
+    "DataSpec": "kiln.data",
+    "ConfigError": "kiln.errors",
+    "KilnError": "kiln.errors",
+    "load_model": "kiln.models.package",
+    "Callback": "kiln.train",
+    "Event": "kiln.train",
+    "FitResult": "kiln.train",
+    "TrainState": "kiln.train",
+    "Trainer": "kiln.train",
+}
+
+__all__ = [
+    "Callback",
+    "ConfigError",
+    "DataBundle",
+    "DataSpec",
+    "Event",
+    "FitResult",
+    "KilnConfig",
+    "KilnError",
+    "TrainState",
+    "Trainer",
+    "__version__",
+    "load_config",
+    "load_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kiln' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

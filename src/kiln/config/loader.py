@@ -1,0 +1,172 @@
+"""Load a config: YAML files composed with ``extends:``, CLI overrides, then validation.
+
+Every problem is collected and reported together, each with its dotted path, what was received,
+what is allowed, and a did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kiln.catalog import did_you_mean
+from kiln.config.overrides import apply_overrides, parse_overrides
+from kiln.config.schema import KilnConfig
+from kiln.errors import ConfigError
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, source: str | None = None
+) -> KilnConfig:
+    """Read ``path`` (or start from defaults), apply ``overrides`` and validate.
+
+    >>> cfg = load_config(None, ["training.epochs=3", "--model.hidden", "[32]"])
+    >>> (cfg.training.epochs, cfg.model.hidden)
+    (3, [32])
+    """
+    raw = read_yaml(Path(path)) if path is not None else {}
+    apply_overrides(raw, parse_overrides(overrides))
+    return validate(raw, source=source or (str(path) if path is not None else "defaults"))
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML mapping, merging the files it ``extends`` beneath it."""
+    path = path.expanduser()
+    if not path.is_file():
+        hint = " (it is a directory)" if path.is_dir() else ""
+        raise ConfigError(f"config file not found: {path}{hint}. Check the path passed to -c.")
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ConfigError(f"config files extend each other in a cycle: {chain}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"YAML syntax error in {path}{where}: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error in {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections (run:, data:, ...), "
+            f"got {type(data).__name__}"
+        )
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: `extends` must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = deep_merge(merged, read_yaml(path.parent / parent, (*_seen, resolved)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``top`` onto ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> KilnConfig:
+    """Validate a raw mapping, turning every pydantic error into one readable ConfigError."""
+    try:
+        return KilnConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [describe_error(err) for err in exc.errors()]
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"invalid config ({source}), {len(problems)} {noun}:\n{lines}") from None
+
+
+def describe_error(err: Any) -> str:
+    loc = tuple(str(part) for part in err["loc"])
+    dotted = ".".join(loc) or "(top level)"
+    received = _short(err.get("input"))
+    if err["type"] == "extra_forbidden":
+        allowed = sorted(_fields_at(loc[:-1]))
+        prefix = ".".join(loc[:-1])
+        hint = did_you_mean(loc[-1], allowed, prefix=f"{prefix}." if prefix else "")
+        if not hint:  # maybe the key exists, but in another section
+            hint = _elsewhere(loc[-1])
+        return f"{dotted}: unknown key.{hint} Allowed here: {', '.join(allowed)}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"{dotted}: required, but missing"
+    return f"{dotted}: {message} (received {received})"
+
+
+def _elsewhere(key: str) -> str:
+    """A did-you-mean naming the full path of a same-named (or close) key in another section."""
+    paths = _all_paths(KilnConfig)
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in paths})
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.8)
+    if not close:
+        return ""
+    where = [p for p in paths if p.rsplit(".", 1)[-1] == close[0]]
+    return f" Did you mean {where[0]!r}?"
+
+
+def _all_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        inner = _model_in(field.annotation)
+        out.extend(_all_paths(inner, f"{prefix}{name}.") if inner else [f"{prefix}{name}"])
+    return out
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    """Field names of the section at ``loc`` in the schema (for did-you-mean on unknown keys)."""
+    model: type[BaseModel] = KilnConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        inner = _model_in(annotation)
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # Optional[Section]
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_hash(cfg: KilnConfig) -> str:
+    """sha256 of the resolved config's canonical JSON: equal configs have equal hashes."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def to_yaml(cfg: KilnConfig) -> str:
+    """The resolved config as YAML, loadable again with ``load_config``."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

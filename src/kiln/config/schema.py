@@ -1,0 +1,191 @@
+"""The config schema: every section, every knob and every default of kiln, in one place.
+
+Defaults live here and only here; the rest of kiln reads validated fields, never ``.get(key, default)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kiln.data.catalog import DATASETS
+from kiln.models.catalog import MODELS
+
+_OWN = "; or set `target: package.module:attr` to use your own"
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = "kiln"  # prefix of the run directory name: runs/<name>_<YYYYmmdd_HHMMSS>/
+    experiment: str | None = None  # MLflow experiment; null: the run name
+    output_dir: Path = Path("runs")  # parent of every run directory
+    seed: int = 42  # seeds Python, NumPy and torch, and the data split and order
+    deterministic: bool = False  # torch deterministic algorithms: identical runs, a little slower
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
+    progress: bool = True  # rich progress bar (only shown when stdout is a terminal)
+
+
+class SyntheticConfig(Section):
+    n_samples: int = Field(2000, gt=0)  # samples generated, before the splits are carved
+    input_shape: list[int] = Field(default_factory=lambda: [1, 28, 28])  # shape of one sample
+    num_classes: int = Field(10, ge=1)  # 1 means regression (one continuous target)
+    noise: float = Field(0.5, ge=0)  # std of Gaussian noise around each class prototype
+
+
+class DataConfig(Section):
+    name: str = "digits"  # a catalog dataset (see `kiln datasets`); a label when `target` is set
+    target: str | None = None  # your own dataset builder, "package.module:function"
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for `target`
+    path: Path | None = None  # mnist/fashion_mnist: directory of IDX files; csv: the file
+    download: bool = False  # mnist/fashion_mnist: download missing files into `path`
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # validation carved from train (run seed)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # test carved out where none ships (fixed seed)
+    subset: int | None = Field(None, gt=0)  # train on the first N training samples only
+    normalize: bool = True  # scale inputs (pixels to mean 0 / std 1 of the training split)
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    target_column: str = "target"  # csv: the column holding the label or value
+    task: Literal["auto", "classification", "binary", "regression"] = "auto"  # csv: auto infers
+    val_path: Path | None = None  # csv: an explicit validation file instead of val_fraction
+    test_path: Path | None = None  # csv: an explicit test file instead of test_fraction
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @model_validator(mode="after")
+    def _check_name(self) -> DataConfig:
+        if self.target is None and self.name not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(self.name) + _OWN)
+        return self
+
+
+class ModelConfig(Section):
+    name: str = "mlp"  # a catalog model (see `kiln models`); a label when `target` is set
+    target: str | None = None  # your own nn.Module or factory, "package.module:attr"
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for `target`
+    hidden: list[int] = Field(default_factory=lambda: [128, 64])  # dense hidden layer widths
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout after each dense hidden layer
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"] = "relu"
+    filters: list[int] = Field(default_factory=lambda: [32])  # cnn: one conv block per entry
+    kernel_size: int = Field(3, ge=1)  # cnn: square kernel size
+    pool: Literal["max", "avg", "none"] = "max"  # cnn: 2x2 pooling after each conv block
+    conv_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # cnn: dropout after the conv blocks
+    batch_norm: bool = False  # batch norm after each conv / dense layer
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ModelConfig:
+        if self.target is None and self.name not in MODELS:
+            raise ValueError(MODELS.unknown_message(self.name) + _OWN)
+        return self
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "reduce_on_plateau", "cosine", "step", "warmup_cosine"] = "none"
+    monitor: str = "val_loss"  # reduce_on_plateau: the epoch metric watched
+    mode: Literal["min", "max"] = "min"  # reduce_on_plateau: whether lower or higher is better
+    factor: float = Field(0.1, gt=0, lt=1)  # reduce_on_plateau: lr multiplier on a plateau
+    patience: int = Field(5, ge=0)  # reduce_on_plateau: epochs without improvement to wait
+    min_lr: float = Field(0.0, ge=0)  # floor for reduce_on_plateau; final lr for cosine schedules
+    step_size: int = Field(10, ge=1)  # step: epochs between decays
+    gamma: float = Field(0.1, gt=0)  # step: lr multiplier per decay
+    warmup_steps: int = Field(0, ge=0)  # warmup_cosine: optimizer steps of linear warm-up
+
+
+class EarlyStoppingConfig(Section):
+    monitor: str = "val_loss"  # the epoch metric watched, e.g. val_loss or val_accuracy
+    mode: Literal["min", "max"] = "min"  # whether lower or higher is better
+    patience: int = Field(5, ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0)  # smallest change that counts as an improvement
+    restore_best_weights: bool = True  # roll the model back to the best epoch when training ends
+
+
+class LossConfig(Section):
+    # auto: cross_entropy for classification, bce for binary, mse for regression
+    name: Literal["auto", "cross_entropy", "focal", "bce", "mse", "mae"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross_entropy only
+    class_weights: list[float] | None = None  # cross_entropy/focal: one weight per class
+    focal_gamma: float = Field(2.0, ge=0)  # focal only: down-weights easy examples
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(10, ge=1)  # maximum epochs (early stopping may end sooner)
+    batch_size: int = Field(64, ge=1)  # samples per step (per process)
+    eval_batch_size: int = Field(512, ge=1)  # batch size for validation and test
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)  # learning rate (before any schedule)
+    weight_decay: float = Field(0.0, ge=0)  # decoupled for adamw, coupled L2 for adam/sgd
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
+    l2: float = Field(0.0, ge=0)  # penalty l2 * sum(w**2) over weight matrices (Keras kernel L2)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    grad_clip: float | None = Field(None, gt=0)  # clip the global gradient norm to this value
+    grad_accum: int = Field(1, ge=1)  # micro-batches accumulated per optimizer step
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the forward pass
+    early_stopping: EarlyStoppingConfig | None = None  # off unless given (e.g. ...patience=5)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+class CheckpointConfig(Section):
+    enabled: bool = True  # write checkpoints into <run>/checkpoints/ (needed by `kiln resume`)
+    monitor: str = "val_loss"  # the epoch metric that ranks checkpoints for keep_best_n
+    mode: Literal["min", "max"] = "min"  # whether lower or higher is better
+    keep_best_n: int = Field(1, ge=1)  # best checkpoints kept by the monitored metric
+    keep_last_n: int = Field(1, ge=1)  # newest checkpoints kept (the newest is always kept)
+    every_n_epochs: int | None = Field(1, ge=1)  # save at the end of every N-th epoch (null: never)
+    every_n_steps: int | None = Field(None, ge=1)  # also save every N optimizer steps, mid-epoch
+    save_last: bool = True  # save when training ends, so a longer resume can continue from there
+    async_save: bool = False  # copy state on the training thread, write it on a background thread
+
+
+class RegisterConfig(Section):
+    name: str  # registered model name in the MLflow model registry
+    alias: str | None = None  # alias given to the new version when every gate passes, e.g. staging
+    require: list[str] = Field(default_factory=list)  # gates such as "test_accuracy>=0.98"
+
+
+# `register` is the documented key, though it shadows BaseModel.register (an ABC classmethod nobody
+# calls on configs); pydantic warns about that at class creation, which is harmless here.
+warnings.filterwarnings("ignore", message='Field name "register" in "TrackingConfig" shadows')
+
+
+Backend = Literal["jsonl", "csv", "tensorboard", "mlflow"]
+DEFAULT_BACKENDS: tuple[Backend, ...] = ("jsonl", "csv", "tensorboard", "mlflow")
+
+
+class TrackingConfig(Section):
+    # jsonl (<run>/logs/events.jsonl) is always written first: it is the source of truth.
+    # csv and tensorboard write under <run>/logs/; mlflow logs to `uri`.
+    backends: list[Backend] = Field(default_factory=lambda: list(DEFAULT_BACKENDS))
+    # MLflow tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db
+    uri: str | None = None
+    system_metrics: bool = True  # sample CPU/RAM (and GPU) use in the background into every tracker
+    system_metrics_interval: float = Field(10.0, gt=0)  # seconds between system samples
+    log_model: bool = True  # log the model to MLflow (pytorch flavor, signature, input example)
+    close_timeout: float = Field(60.0, gt=0)  # seconds to wait at exit for trackers to catch up
+    register: RegisterConfig | None = None  # register the model at the end of training
+    log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
+    queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping
+
+
+class GateConfig(Section):
+    # criteria `kiln gate` checks when no --require is given, e.g. "test_accuracy>=0.98",
+    # "latency_p99_ms<100", "size_mb<10", "min_class_recall>=0.95"
+    require: list[str] = Field(default_factory=list)
+
+
+class KilnConfig(Section):
+    """The whole resolved config of one run."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
