@@ -1,0 +1,261 @@
+"""MNIST and Fashion-MNIST, read from the four standard IDX files in ``data.path``.
+
+The files (each may be gzipped, ending in ``.gz``) are the ones every mirror serves; the ``t10k``
+pair is the test split. With ``data.download=true`` missing files are fetched from public mirrors,
+checked against their published MD5 and renamed into place only once complete, so an interrupted
+download never leaves a file that looks valid.
+
+``read_idx``/``write_idx`` handle the IDX format itself (tests use the writer to make small files).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from kiln.data.spec import DataBundle, DataSpec
+from kiln.data.split import Arrays, make_bundle
+from kiln.errors import DataError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from kiln.config.schema import DataConfig
+
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+INPUT_SCALE = 1 / 255  # raw pixels are 0..255; inputs are scaled to 0..1 before normalization
+# IDX type codes -> big-endian numpy dtypes ("the IDX file format", yann.lecun.com/exdb/mnist/)
+_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset in MNIST's format is downloaded from, and what its classes are called."""
+
+    name: str
+    mirrors: tuple[str, ...]
+    md5: dict[str, str]  # published checksums of the .gz files
+    class_names: tuple[str, ...]
+
+
+MNIST = Source(
+    "mnist",
+    (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+    {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    tuple(str(i) for i in range(10)),
+)
+FASHION_MNIST = Source(
+    "fashion_mnist",
+    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+)
+
+
+def read_idx(path: Path) -> npt.NDArray[Any]:
+    """Read an IDX file (gzipped or not, detected from its content) into a native-endian array."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # the gzip magic number, whatever the file is called
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"cannot read IDX file {path}: {exc}. Delete it and download it again."
+        ) from exc
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _DTYPES:
+        raise DataError(
+            f"{path} is not an IDX file: its magic number is {raw[:4].hex()!r}, expected 0000 "
+            f"then a type code ({', '.join(f'{c:02x}' for c in _DTYPES)}) and a dimension count"
+        )
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise DataError(
+            f"{path} is truncated: it ends inside its header. Delete it and download it again."
+        )
+    dims = struct.unpack(f">{raw[3]}I", raw[4:header])
+    dtype = np.dtype(_DTYPES[raw[2]])
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: its header promises shape {list(dims)} "
+            f"({expected} bytes) but it holds {len(raw)} bytes. Delete it and download it again."
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: Path, array: npt.NDArray[Any]) -> None:
+    """Write ``array`` as an IDX file, gzipped when ``path`` ends in ``.gz``."""
+    big = array.dtype.newbyteorder(">")
+    code = next((c for c, d in _DTYPES.items() if np.dtype(d) == big), None)
+    if code is None:
+        raise ValueError(
+            f"IDX cannot store dtype {array.dtype}; allowed: {sorted(set(_DTYPES.values()))}"
+        )
+    payload = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += np.ascontiguousarray(array, dtype=big).tobytes()
+    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
+
+
+def build_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+    """MNIST handwritten digits: 60,000 train and 10,000 test images of 28x28."""
+    return _build(MNIST, cfg, seed)
+
+
+def build_fashion_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+    """Fashion-MNIST (Zalando): the same format as MNIST, ten kinds of clothing."""
+    return _build(FASHION_MNIST, cfg, seed)
+
+
+def _build(source: Source, cfg: DataConfig, seed: int) -> DataBundle:
+    train_images, train_labels, test_images, test_labels = _locate(source, cfg)
+    x, y = _load_pair(train_images, train_labels, len(source.class_names))
+    x_test, y_test = _load_pair(test_images, test_labels, len(source.class_names))
+    if x.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"{train_images} holds {list(x.shape[2:])} images but {test_images} holds "
+            f"{list(x_test.shape[2:])}: both must have the same size"
+        )
+    spec = DataSpec(
+        name=source.name,
+        task="classification",
+        input_shape=tuple(x.shape[1:]),
+        num_classes=len(source.class_names),
+        class_names=source.class_names,
+        extra={"input_scale": INPUT_SCALE},
+    )
+    return make_bundle(x, y, cfg, seed, spec, test=(x_test, y_test))
+
+
+def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> Arrays:
+    """Images as float32 [N, 1, H, W] scaled to 0..1 and labels as int64 [N], checked together."""
+    images = torch.from_numpy(read_idx(images_path))
+    labels = torch.from_numpy(read_idx(labels_path))
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise DataError(
+            f"{images_path} should hold uint8 images [N, H, W]; "
+            f"got {images.dtype} {list(images.shape)}"
+        )
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{labels_path} should hold one label per image in {images_path} "
+            f"({len(images)}); got shape {list(labels.shape)}"
+        )
+    if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+        raise DataError(f"{labels_path} holds labels outside 0..{num_classes - 1}")
+    return images.unsqueeze(1).float() * INPUT_SCALE, labels.long()
+
+
+def _locate(source: Source, cfg: DataConfig) -> list[Path]:
+    """The four files in FILES order, downloading missing ones when ``cfg.download`` is set."""
+    if cfg.path is None:
+        raise DataError(
+            f"dataset {source.name!r} reads IDX files from a directory: set data.path=<directory> "
+            "(with data.download=true to download them there)"
+        )
+    directory = cfg.path.expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise DataError(
+            f"data.path {directory} is a file; {source.name} needs a directory of IDX files"
+        )
+
+    def find(stem: str) -> Path | None:
+        return next((p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()), None)
+
+    missing = [stem for stem in FILES if find(stem) is None]
+    if missing and not cfg.download:
+        raise DataError(
+            f"{source.name}: {', '.join(missing)} not found in {directory}. Expected the files "
+            f"{', '.join(FILES)} (each may be gzipped, ending in .gz). Put them there, or set "
+            "data.download=true to download them."
+        )
+    if missing:
+        _download(source, directory, missing)
+    return [p for p in map(find, FILES) if p is not None]
+
+
+def _download(source: Source, directory: Path, stems: list[str]) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    directory.mkdir(parents=True, exist_ok=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns) as progress:
+        for name in (f"{stem}.gz" for stem in stems):
+            failures = []
+            for url in (mirror + name for mirror in source.mirrors):
+                try:
+                    _fetch(url, directory / name, source.md5[name], progress)
+                    break
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    failures.append(f"{url} ({exc})")
+            else:
+                raise DataError(
+                    f"could not download {name} for {source.name}; tried: {'; '.join(failures)}. "
+                    f"Check the network, or put the files into {directory} by hand."
+                )
+
+
+def _fetch(url: str, dest: Path, md5: str, progress: Progress) -> None:
+    """Download ``url`` to ``dest`` via a ``.part`` file, moved into place when its MD5 matches."""
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.md5(usedforsecurity=False)  # the published checksums are MD5; integrity only
+    task = progress.add_task(dest.name, total=None)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:
+            size = response.headers.get("Content-Length")
+            progress.update(task, total=int(size) if size else None)
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                progress.advance(task, len(chunk))
+        if digest.hexdigest() != md5:
+            raise ValueError(f"MD5 {digest.hexdigest()} does not match the published {md5}")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
