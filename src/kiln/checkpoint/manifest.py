@@ -1,0 +1,66 @@
+"""``manifest.json``: format version and the sha256 and size of every file of a checkpoint.
+
+Written last, so its presence and agreement with the files is what makes a checkpoint valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import CheckpointError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, extra: dict[str, Any]) -> None:
+    """Hash every file in ``directory`` into its manifest.json."""
+    files = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"format_version": FORMAT_VERSION, **extra, "files": files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """Check a checkpoint against its manifest; raise CheckpointError naming the first bad file."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{directory.name}: manifest.json is missing, so it cannot be verified")
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        version = int(manifest["format_version"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory.name}: manifest.json is unreadable ({exc})") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory.name}: format version {version} is newer than this kiln reads "
+            f"({FORMAT_VERSION}); upgrade kiln"
+        )
+    for name, expected in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise CheckpointError(f"{directory.name}: {name} is missing")
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(
+                f"{directory.name}: {name} has {size} bytes, the manifest says {expected['bytes']} "
+                "(truncated or overwritten)"
+            )
+        if sha256_file(file) != expected["sha256"]:
+            raise CheckpointError(f"{directory.name}: {name} fails its sha256 check (corrupted)")
+    return manifest

@@ -1,0 +1,105 @@
+"""The run directory: ``<output_dir>/<name>_<YYYYmmdd_HHMMSS>/`` and the paths inside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each file of a run lives."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def events(self) -> Path:
+        return self.logs / "events.jsonl"
+
+    @property
+    def csv_log(self) -> Path:
+        return self.logs / "training_log.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.logs / "tensorboard"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def create_run_dir(output_dir: Path, name: str, now: datetime | None = None) -> RunPaths:
+    """Create a new, empty run directory; a name collision gets a suffix, never an overwrite."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    base = f"{_SAFE.sub('-', name).strip('-') or 'run'}_{stamp}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = output_dir / (base if attempt == 1 else f"{base}_{attempt}")
+        try:
+            candidate.mkdir()  # atomic: fails if another run (or process) took the name
+        except FileExistsError:
+            continue
+        paths = RunPaths(candidate)
+        paths.logs.mkdir()
+        paths.models.mkdir()
+        return paths
+    raise FileExistsError(f"could not find a free run directory name for {base!r} in {output_dir}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` when the file is missing, unreadable or not an object
+    (for optional records such as eval metrics or exports.json)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,44 @@
+"""One pass over a split without gradients: the metrics of a model on some data."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kiln.tasks import Task
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when asked for, otherwise a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    task: Task,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Metrics of ``model`` over ``loader`` (keys as the task names them: loss, accuracy, ...)."""
+    was_training = model.training
+    model.eval()
+    meter = task.meter()
+    try:
+        for batch in loader:
+            inputs, targets = task.split_batch(batch)
+            inputs, targets = inputs.to(device), targets.to(device)
+            with autocast(device, precision):
+                outputs = model(inputs)
+            outputs = outputs.float()
+            meter.update(outputs, targets, task.loss(outputs, targets))
+    finally:
+        model.train(was_training)
+    return meter.compute()

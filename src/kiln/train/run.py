@@ -1,0 +1,203 @@
+"""The steps around the loop: prepare a run (new or resumed), test, save the model and summary."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from kiln.data.build import build_data
+from kiln.models.build import build_model, count_parameters
+from kiln.models.package import save_model_package
+from kiln.runs.layout import RunPaths, write_json
+from kiln.tracking.jsonl import read_events
+from kiln.train import snapshot
+from kiln.train.evaluate import evaluate
+from kiln.train.rng import resolve_device, seed_everything
+from kiln.train.setup import Components, build_components, new_run_dir, write_config
+from kiln.train.state import TrainState
+
+if TYPE_CHECKING:
+    from kiln.checkpoint import Checkpoint
+    from kiln.train.trainer import Trainer
+
+log = logging.getLogger("kiln")
+
+
+def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
+    """Seed, build data and model, set up the run directory, and restore a checkpoint if resuming."""
+    cfg = trainer.config
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    device = resolve_device(cfg.run.device)
+    data = trainer.data_override if trainer.data_override is not None else build_data(cfg.data, cfg.run.seed)
+    model = trainer.model_override if trainer.model_override is not None else build_model(cfg.model, data.spec)
+    checkpoint = trainer.resume_from
+    if checkpoint is None:
+        paths = new_run_dir(cfg)
+    else:
+        assert trainer.run_dir is not None, "resuming needs the run directory"
+        paths = RunPaths(trainer.run_dir)
+        write_config(paths, cfg)
+        cut_logs(paths, checkpoint)
+    show_progress = cfg.run.progress and not trainer.quiet and _is_terminal()
+    c = build_components(cfg, data, model, device, paths, trainer.extra_callbacks, show_progress)
+    c.environment["model_source"] = _model_source(cfg, trainer)
+    state = TrainState(
+        config=cfg,
+        model=c.model,
+        optimizer=c.optimizer,
+        spec=c.spec,
+        run_dir=c.paths.root,
+        steps_per_epoch=len(c.train_loader),
+    )
+    state.extras["parameters"] = count_parameters(c.model)
+    state.extras["started_at"] = _now()
+    if checkpoint is not None:
+        c.tracker.replay(read_events(paths.events))
+        snapshot.restore(c, state, checkpoint)  # last: it puts back the RNG states
+        c.tracker.log_event("resumed", {
+            "checkpoint": checkpoint.path.name, "epoch": state.epoch,
+            "global_step": state.global_step, "batch_in_epoch": state.batch_in_epoch,
+            "skipped_checkpoints": checkpoint.meta.get("skipped", []),
+        })
+    return c, state
+
+
+def cut_logs(paths: RunPaths, checkpoint: Checkpoint) -> None:
+    """Cut events.jsonl back to where it was at the checkpoint and drop the logs derived from it
+    (CSV, TensorBoard), which are rebuilt from it: every log then holds exactly one history."""
+    offset = int(checkpoint.meta["events_offset"])
+    if paths.events.exists() and paths.events.stat().st_size > offset:
+        with paths.events.open("r+b") as f:
+            f.truncate(offset)
+    paths.csv_log.unlink(missing_ok=True)
+    shutil.rmtree(paths.tensorboard, ignore_errors=True)
+    paths.summary.unlink(missing_ok=True)
+
+
+def test(c: Components, state: TrainState) -> dict[str, float]:
+    """Metrics on the test split with the weights the model ends with (best, when restored)."""
+    if c.test_loader is None:
+        return {}
+    metrics = evaluate(c.model, c.test_loader, c.task, c.device, c.config.training.precision)
+    test_metrics = {f"test_{k}": v for k, v in metrics.items()}
+    c.tracker.log_metrics(test_metrics, state.global_step, "test")
+    return test_metrics
+
+
+def finish(
+    c: Components, state: TrainState, started: float, test_metrics: dict[str, float], save_model: bool = True
+) -> dict[str, Any]:
+    """Save the model package and summary.json, hand artifacts to the trackers, close them (within
+    tracking.close_timeout), then register the model when tracking.register asks for it."""
+    if c.checkpoints is not None:
+        c.checkpoints.close()  # waits for an asynchronous save to commit
+    if save_model:
+        save_model_package(
+            c.paths.models, c.model, c.config.model, c.spec,
+            {"source": c.environment["model_source"], "config_hash": c.config_hash, "run": c.paths.root.name},
+        )
+    summary = build_summary(c, state, started, test_metrics)
+    write_json(c.paths.summary, summary)
+    c.tracker.log_event("summary", {"status": state.status, "test": test_metrics})
+    for path in (c.paths.config, c.paths.summary, c.paths.environment, c.paths.csv_log):
+        c.tracker.log_artifact(path)
+    if save_model and c.config.tracking.log_model and "mlflow" in c.config.tracking.backends:
+        c.tracker.log_model(copy.deepcopy(c.model).cpu().eval(), c.paths.models, _example(c))
+    # The MLflow worker gives up after close_timeout by itself; a little slack to hear it do so.
+    c.tracker.close(state.status, timeout=c.config.tracking.close_timeout + 10)
+    register = c.config.tracking.register
+    if register is not None and save_model and state.status in ("completed", "stopped_early"):
+        summary["registry"] = _register(c, register)
+        write_json(c.paths.summary, summary)
+    return summary
+
+
+def _register(c: Components, register: Any) -> dict[str, Any]:
+    """Register the model; a registry that cannot be reached is reported, not fatal to the run."""
+    from kiln.errors import KilnError
+    from kiln.registry import register_run
+
+    if "mlflow" in c.tracker.failures or "mlflow" not in c.config.tracking.backends:
+        reason = c.tracker.failures.get("mlflow", "tracking.backends has no mlflow")
+        log.warning("not registering %s: MLflow was not available (%s)", register.name, reason)
+        return {"registered": False, "error": reason}
+    try:
+        result = register_run(
+            c.paths.root, register.name, alias=register.alias, require=register.require,
+            source="tracking.register",
+        )
+    except KilnError as exc:
+        log.warning("registering %s failed: %s", register.name, exc)
+        return {"registered": False, "error": str(exc)}
+    return result.to_dict()
+
+
+def _example(c: Components) -> Any:
+    """Two real input samples (as a NumPy array) for the MLflow signature and input example."""
+    import numpy as np
+
+    loader = c.test_loader or c.val_loader or c.train_loader
+    dataset = loader.dataset
+    samples = [c.task.split_batch(dataset[i])[0] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
+    return np.stack([s.cpu().numpy() for s in samples]).astype(np.float32)
+
+
+def build_summary(c: Components, state: TrainState, started: float, test_metrics: dict[str, float]) -> dict[str, Any]:
+    cfg = c.config
+    es = cfg.training.early_stopping
+    monitor, mode = (es.monitor, es.mode) if es is not None else ("val_loss", "min")
+    history = state.history
+    best: dict[str, Any] = {}
+    if history and monitor in history[0]:
+        values = [(h[monitor], i) for i, h in enumerate(history) if not math.isnan(h[monitor])]
+        if values:
+            value, index = min(values) if mode == "min" else max(values)
+            best = {"monitor": monitor, "mode": mode, "value": value, "epoch": index + 1, "metrics": history[index]}
+    durations = sorted(h["epoch_time"] for h in history if "epoch_time" in h)
+    return {
+        "run": c.paths.root.name,
+        "run_dir": str(c.paths.root),
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "stopped_early": state.status == "stopped_early",
+        "epochs_trained": len(history),
+        "max_epochs": cfg.training.epochs,
+        "global_step": state.global_step,
+        "best_epoch": best.get("epoch"),
+        "best": best,
+        "restored_best_epoch": state.extras.get("restored_best_epoch"),
+        "final": history[-1] if history else {},
+        "test": test_metrics,
+        "parameters": state.extras["parameters"],
+        "config_hash": c.config_hash,
+        "last_checkpoint": state.extras.get("last_checkpoint"),
+        "durations": {
+            "total_s": round(time.time() - started, 3),
+            "epoch_median_s": round(durations[len(durations) // 2], 4) if durations else None,
+        },
+        "started_at": state.extras["started_at"],
+        "finished_at": _now(),
+        "trackers": {"used": c.tracker.names, "failed": c.tracker.failures},
+        "error": None if state.error is None else f"{type(state.error).__name__}: {state.error}",
+    }
+
+
+def _model_source(cfg: Any, trainer: Trainer) -> str:
+    if trainer.model_override is not None:
+        return "object"
+    return "import" if cfg.model.target else "catalog"
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

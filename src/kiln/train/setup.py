@@ -1,0 +1,186 @@
+"""Build everything a run needs from its config: data, model, loaders, optimizer, callbacks, logs.
+
+Kept apart from the loop so the Trainer only runs the loop and dispatches events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kiln.checkpoint import CheckpointManager
+from kiln.config.loader import config_hash, to_yaml
+from kiln.config.schema import KilnConfig
+from kiln.data.fingerprint import fingerprint
+from kiln.data.spec import DataBundle, DataSpec
+from kiln.runs.environment import capture_environment
+from kiln.runs.layout import RunPaths, create_run_dir, read_json, write_json, write_text
+from kiln.tasks import Task, build_task
+from kiln.tracking.jsonl import JsonlTracker
+from kiln.tracking.multi import MultiTracker, build_trackers
+from kiln.train.callback import Callback
+from kiln.train.callbacks import EarlyStopping, LRSchedule, NanGuard, ProgressBar, TrackingCallback
+from kiln.train.callbacks.checkpointing import Checkpointing
+from kiln.train.callbacks.system_metrics import SystemMetrics
+from kiln.train.optim import build_optimizer, build_scheduler
+from kiln.train.sampler import EpochSampler
+
+
+@dataclass
+class Components:
+    """The built pieces of one run."""
+
+    config: KilnConfig
+    config_hash: str
+    device: torch.device
+    spec: DataSpec
+    model: nn.Module
+    task: Task
+    optimizer: torch.optim.Optimizer
+    sampler: EpochSampler
+    train_loader: DataLoader[Any]
+    val_loader: DataLoader[Any] | None
+    test_loader: DataLoader[Any] | None
+    paths: RunPaths
+    tracker: MultiTracker
+    checkpoints: CheckpointManager | None
+    callbacks: list[Callback] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def make_loader(
+    dataset: Dataset[Any], batch_size: int, workers: int, sampler: EpochSampler | None = None
+) -> DataLoader[Any]:
+    """A DataLoader with its own generator, so creating an iterator never draws from torch's
+    global RNG (which dropout uses): a resumed run then sees the very same random numbers."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _optional_loader(dataset: Dataset[Any] | None, batch_size: int, workers: int) -> DataLoader[Any] | None:
+    if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+        return None
+    return make_loader(dataset, batch_size, workers)
+
+
+def new_run_dir(cfg: KilnConfig) -> RunPaths:
+    """Create the run directory and write the resolved config with its hash."""
+    paths = create_run_dir(cfg.run.output_dir, cfg.run.name)
+    write_config(paths, cfg)
+    return paths
+
+
+def write_config(paths: RunPaths, cfg: KilnConfig) -> str:
+    digest = config_hash(cfg)
+    write_text(paths.config, f"# config_hash: sha256:{digest}\n" + to_yaml(cfg))
+    return digest
+
+
+def build_components(
+    cfg: KilnConfig,
+    data: DataBundle,
+    model: nn.Module,
+    device: torch.device,
+    paths: RunPaths,
+    extra_callbacks: Sequence[Callback],
+    show_progress: bool,
+) -> Components:
+    """Wire up a run in ``paths``: loaders, optimizer, trackers, checkpoints and callbacks."""
+    model.to(device)
+    task = build_task(data.spec, cfg.training.loss)
+    task.to(device)
+    t = cfg.training
+    workers = cfg.data.num_workers
+    sampler = EpochSampler(len(data.train), cfg.run.seed)  # type: ignore[arg-type]
+    train_loader = make_loader(data.train, t.batch_size, workers, sampler)
+    optimizer = build_optimizer(model, t)
+    steps_per_epoch = -(-len(train_loader) // t.grad_accum)
+    scheduler = build_scheduler(optimizer, t.scheduler, steps_per_epoch * t.epochs)
+
+    digest = config_hash(cfg)
+    # A resumed run keeps the environment it was started with; capturing it (every package's
+    # metadata) again would only be thrown away.
+    resumed = paths.environment.exists()
+    environment = read_json(paths.environment) if resumed else capture_environment(cfg.run.seed, str(device))
+    environment["config_hash"] = digest
+    environment["data_fingerprint"] = fingerprint(data)
+    if not resumed:
+        write_json(paths.environment, environment)
+    jsonl = JsonlTracker(paths.events)
+    factories = build_trackers(cfg, paths.logs, paths.root.name, run_tags(environment, paths))
+    tracker = MultiTracker(jsonl, factories, cfg.tracking.queue_size)
+
+    c = Components(
+        cfg, digest, device, data.spec, model, task, optimizer, sampler, train_loader,
+        _optional_loader(data.val, t.eval_batch_size, workers),
+        _optional_loader(data.test, t.eval_batch_size, workers),
+        paths, tracker, None, environment=environment,
+    )
+    c.callbacks.append(NanGuard())
+    if scheduler is not None:
+        c.callbacks.append(LRSchedule(scheduler, t.scheduler))
+    if t.early_stopping is not None:
+        c.callbacks.append(EarlyStopping(t.early_stopping))
+    c.callbacks.extend(extra_callbacks)
+    if cfg.checkpoint.enabled:
+        c.checkpoints = _checkpoint_manager(cfg, paths)
+        c.callbacks.append(_checkpointing(c, jsonl))
+    c.callbacks.append(TrackingCallback(tracker, cfg.tracking.log_every_n_steps, cfg.model_dump(mode="json")))
+    if cfg.tracking.system_metrics:
+        c.callbacks.append(SystemMetrics(tracker, cfg.tracking.system_metrics_interval))
+    if show_progress:
+        c.callbacks.append(ProgressBar())
+    return c
+
+
+def run_tags(environment: dict[str, Any], paths: RunPaths) -> dict[str, str]:
+    """Tags that tie a tracked run to its code, config, data and machine."""
+    git = environment.get("git", {})
+    tags = {
+        "kiln.version": str(environment["kiln_version"]),
+        "kiln.config_hash": str(environment["config_hash"]),
+        "kiln.data_fingerprint": str(environment["data_fingerprint"]),
+        "kiln.host": str(environment["hostname"]),
+        "kiln.run_dir": str(paths.root.resolve()),
+    }
+    if git:
+        tags.update({"kiln.git_commit": str(git["commit"]), "kiln.git_dirty": str(git["dirty"]).lower(),
+                     "mlflow.source.git.commit": str(git["commit"])})
+    return tags
+
+
+def _checkpoint_manager(cfg: KilnConfig, paths: RunPaths) -> CheckpointManager:
+    k = cfg.checkpoint
+    return CheckpointManager(paths.checkpoints, k.keep_best_n, k.keep_last_n, k.mode, k.async_save)
+
+
+def _checkpointing(c: Components, jsonl: JsonlTracker) -> Checkpointing:
+    from kiln.train import snapshot
+
+    assert c.checkpoints is not None
+    git = c.environment.get("git", {})
+
+    def meta() -> dict[str, Any]:
+        return {
+            "config_hash": c.config_hash,
+            "git_commit": git.get("commit"),
+            "timestamp": time.time(),
+            "events_offset": jsonl.tell(),
+        }
+
+    return Checkpointing(
+        c.config.checkpoint, c.checkpoints, lambda state: snapshot.capture(c, state), meta
+    )

@@ -1,0 +1,70 @@
+"""TrainState: everything the loop knows, handed to every callback hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from kiln.config.schema import KilnConfig
+    from kiln.data.spec import DataSpec
+
+
+@dataclass
+class TrainState:
+    """The loop's counters and the objects callbacks may act on.
+
+    Counters (``epoch``, ``global_step``, ``batch_in_epoch``) and ``history`` are checkpointed;
+    the objects are rebuilt from the config on resume.
+    """
+
+    config: KilnConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    spec: DataSpec
+    run_dir: Path
+    steps_per_epoch: int
+    epoch: int = 0  # the current (0-based) epoch
+    global_step: int = 0  # optimizer steps taken so far
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    samples_seen: int = 0
+    batch_loss: torch.Tensor | None = None  # loss of the last batch (not synced)
+    optimizer_stepped: bool = False  # whether the last batch ended with an optimizer step
+    nonfinite_loss: bool = False  # the last batch's loss was NaN or Inf; its step was skipped
+    train_meter: Any = None  # the current epoch's training metric sums (a kiln.tasks.Meter)
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest epoch's metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per finished epoch
+    stop_requested: bool = False
+    stop_reason: str | None = None
+    checkpoint_requested: bool = False
+    status: str = "running"  # running | completed | stopped_early | failed | interrupted
+    error: BaseException | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # callbacks share results here
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current batch (first reason wins)."""
+        if not self.stop_requested:
+            self.stop_requested = True
+            self.stop_reason = reason
+
+    def counters(self) -> dict[str, Any]:
+        """The loop position, as plain data for checkpoints and logs."""
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples_seen": self.samples_seen,
+            "history": self.history,
+        }
+
+    def load_counters(self, data: dict[str, Any]) -> None:
+        self.epoch = int(data["epoch"])
+        self.global_step = int(data["global_step"])
+        self.batch_in_epoch = int(data["batch_in_epoch"])
+        self.samples_seen = int(data["samples_seen"])
+        self.history = list(data["history"])
+        self.metrics = dict(self.history[-1]) if self.history else {}

@@ -1,0 +1,236 @@
+"""The Trainer: runs the loop and dispatches events; everything else talks to it through callbacks.
+
+>>> from kiln import Trainer, load_config
+>>> result = Trainer(load_config("configs/digits_mlp.yaml", ["training.epochs=1"])).fit()  # doctest: +SKIP
+>>> result.test_metrics["test_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kiln.config.schema import KilnConfig
+from kiln.data.spec import DataBundle
+from kiln.errors import KilnError
+from kiln.train.callback import Callback, overrides
+from kiln.train.evaluate import autocast, evaluate
+from kiln.train.events import Event
+from kiln.train.optim import l2_penalty, weight_matrices
+from kiln.train.setup import Components
+from kiln.train.signals import EXIT_CODES, GracefulSignals
+from kiln.train.state import TrainState
+
+if TYPE_CHECKING:
+    from kiln.checkpoint import Checkpoint
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``Trainer.fit`` returns: where the run is and how it ended."""
+
+    run_dir: Path
+    status: str
+    metrics: dict[str, float]  # the last epoch's metrics
+    test_metrics: dict[str, float]
+    summary: dict[str, Any]
+
+
+class TrainingInterrupted(KilnError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was written; exit code 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Trainer:
+    """Trains one run described by a config.
+
+    ``model`` and ``data`` replace the configured ones (your own objects from Python);
+    ``callbacks`` are added after the built-in ones. ``resume_from`` continues the run directory
+    ``run_dir`` from a loaded checkpoint (see ``kiln.train.resume``).
+    """
+
+    def __init__(
+        self,
+        config: KilnConfig,
+        *,
+        model: nn.Module | None = None,
+        data: DataBundle | None = None,
+        callbacks: Sequence[Callback] = (),
+        quiet: bool = False,
+        handle_signals: bool = True,
+        resume_from: Checkpoint | None = None,
+        run_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.model_override = model
+        self.data_override = data
+        self.extra_callbacks = list(callbacks)
+        self.quiet = quiet
+        self.handle_signals = handle_signals
+        self.resume_from = resume_from
+        self.run_dir = run_dir
+        self.components: Components | None = None
+        self.state: TrainState | None = None
+        self._hooks: dict[Event, list[Any]] = {}
+
+    def fit(self) -> FitResult:
+        """Train, evaluate the test split with the final (best, when restored) weights, save the run."""
+        from kiln.train import run as run_module
+
+        started = time.time()
+        c, state = run_module.prepare(self)
+        self.components, self.state = c, state
+        self._hooks = {
+            event: [getattr(cb, event.hook) for cb in c.callbacks if overrides(cb, event)]
+            for event in Event
+        }
+        signals = GracefulSignals(state)
+        try:
+            with signals if self.handle_signals else _no_signals():
+                self._fire(Event.FIT_START)
+                self._loop(c, state)
+                if "signal" in state.extras:
+                    raise self._interrupted(c, state, started)
+                state.status = _final_status(state)
+                if self.config.checkpoint.save_last and state.status != "failed":
+                    state.checkpoint_requested = True  # before fit_end may restore best weights
+                    state.extras["checkpoint_reason"] = "last"
+                    self._checkpoint_if_requested(state)
+                self._fire(Event.FIT_END)
+        except TrainingInterrupted:
+            raise
+        except BaseException as exc:
+            state.error = exc
+            state.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "crashed"
+            self._fire(Event.EXCEPTION)
+            run_module.finish(c, state, started, test_metrics={}, save_model=False)
+            raise
+        test_metrics = run_module.test(c, state)
+        summary = run_module.finish(c, state, started, test_metrics)
+        return FitResult(c.paths.root, state.status, dict(state.metrics), test_metrics, summary)
+
+    def _interrupted(self, c: Components, state: TrainState, started: float) -> TrainingInterrupted:
+        """Checkpoint, write the summary and build the error that tells how to resume."""
+        import signal as signal_module
+
+        from kiln.train import run as run_module
+
+        signum = signal_module.Signals(state.extras["signal"])
+        state.status = "interrupted"
+        state.checkpoint_requested = True
+        state.extras["checkpoint_reason"] = "signal"
+        self._fire(Event.CHECKPOINT)
+        state.checkpoint_requested = False
+        self._fire(Event.FIT_END)  # stops the progress bar and samplers; the checkpoint is written
+        run_module.finish(c, state, started, test_metrics={}, save_model=False)
+        where = state.extras.get("last_checkpoint", "(checkpointing is off: nothing saved)")
+        return TrainingInterrupted(
+            f"{signum.name} received: stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
+            f" (step {state.global_step}); checkpoint: {where}\n"
+            f"resume with: kiln resume {c.paths.root}",
+            EXIT_CODES[signum],
+        )
+
+    def _fire(self, event: Event) -> None:
+        assert self.state is not None
+        for hook in self._hooks[event]:
+            hook(self.state)
+
+    def _checkpoint_if_requested(self, state: TrainState) -> None:
+        if state.checkpoint_requested:
+            self._fire(Event.CHECKPOINT)
+            state.checkpoint_requested = False
+
+    def _loop(self, c: Components, state: TrainState) -> None:
+        t = self.config.training
+        while state.epoch < t.epochs and not state.stop_requested:
+            epoch_started = time.perf_counter()
+            c.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * t.batch_size)
+            if state.train_meter is None:
+                state.train_meter = c.task.meter()
+            meter = state.train_meter
+            self._fire(Event.EPOCH_START)
+            self._train_epoch(c, state, meter)
+            if "signal" in state.extras:
+                return  # leave the epoch unfinished: the checkpoint resumes it mid-way
+            train_seconds = time.perf_counter() - epoch_started
+            metrics: dict[str, float] = {"epoch": state.epoch + 1}
+            metrics.update({f"train_{k}": v for k, v in meter.compute().items()})
+            self._fire(Event.VALIDATION_START)
+            if c.val_loader is not None:
+                val = evaluate(c.model, c.val_loader, c.task, c.device, t.precision)
+                metrics.update({f"val_{k}": v for k, v in val.items()})
+            metrics["lr"] = c.optimizer.param_groups[0]["lr"]
+            metrics["epoch_time"] = time.perf_counter() - epoch_started
+            metrics["samples_per_sec"] = meter.count / train_seconds if train_seconds > 0 else 0.0
+            state.metrics = metrics
+            self._fire(Event.VALIDATION_END)
+            self._fire(Event.EPOCH_END)
+            state.history.append(dict(state.metrics))
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            state.train_meter = None
+            self._checkpoint_if_requested(state)
+
+    def _train_epoch(self, c: Components, state: TrainState, meter: Any) -> None:
+        t = self.config.training
+        model, optimizer, task, device = c.model, c.optimizer, c.task, c.device
+        accum = t.grad_accum
+        l2_weights = weight_matrices(model) if t.l2 > 0 else []
+        batches = state.steps_per_epoch
+        model.train()
+        for batch in c.train_loader:
+            self._fire(Event.BATCH_START)
+            inputs, targets = task.split_batch(batch)
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            with autocast(device, t.precision):
+                outputs = model(inputs)
+            outputs = outputs.float()
+            loss = task.loss(outputs, targets)
+            objective = loss + l2_penalty(l2_weights, t.l2) if l2_weights else loss
+            finite = bool(torch.isfinite(objective))
+            if finite:
+                (objective / accum if accum > 1 else objective).backward()  # type: ignore[no-untyped-call]
+            state.batch_in_epoch += 1
+            state.samples_seen += targets.shape[0]
+            window_done = state.batch_in_epoch % accum == 0 or state.batch_in_epoch == batches
+            state.optimizer_stepped = False
+            if not finite:
+                optimizer.zero_grad(set_to_none=True)
+            elif window_done:
+                if t.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                state.optimizer_stepped = True
+            state.nonfinite_loss = not finite
+            state.batch_loss = loss.detach()
+            if finite:
+                meter.update(outputs, targets, loss)
+            self._fire(Event.BATCH_END)
+            if state.stop_requested:
+                return
+            self._checkpoint_if_requested(state)
+
+
+def _final_status(state: TrainState) -> str:
+    if state.extras.get("nonfinite"):
+        return "failed"
+    return "stopped_early" if state.stop_requested else "completed"
+
+
+class _no_signals:
+    def __enter__(self) -> None: ...
+
+    def __exit__(self, *exc: object) -> None: ...
