@@ -1,0 +1,86 @@
+"""Where a model version came from: its kiln run directory (when it is on this machine and still
+holds the registered weights) and the metrics measured on it.
+
+A version records the sha256 of the weights it was registered with (tag ``kiln.model_sha256``), so
+a run directory that was retrained or resumed since is not mistaken for the registered model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.errors import RegistryError
+from kiln.eval.gates import metrics_from_summary
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger("kiln.registry")
+
+TAG_RUN_DIR = "kiln.run_dir"
+TAG_RUN = "kiln.run"
+TAG_CONFIG_HASH = "kiln.config_hash"
+TAG_SHA256 = "kiln.model_sha256"
+WEIGHTS = Path("models") / "model.safetensors"
+_NOT_METRICS = ("step/", "system/")  # per-step and system series, not a model's quality
+
+
+def weights_sha256(run_dir: Path) -> str:
+    digest = hashlib.sha256()
+    with (run_dir / WEIGHTS).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_run_dir(version: ModelVersion) -> Path | None:
+    """The version's run directory if it is here and still holds the registered weights."""
+    text = (version.tags or {}).get(TAG_RUN_DIR)
+    if not text:
+        return None
+    run_dir = Path(text)
+    if not (run_dir / "models" / "model.json").is_file() or not (run_dir / WEIGHTS).is_file():
+        return None
+    expected = (version.tags or {}).get(TAG_SHA256)
+    if expected and weights_sha256(run_dir) != expected:
+        log.warning(
+            "%s has changed since version %s of %s was registered (its weights differ); "
+            "using the registered copy in MLflow instead", run_dir, version.version, version.name,
+        )
+        return None
+    return run_dir
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise RegistryError(
+            f"{run_dir} has no summary.json: only a finished kiln run can be registered "
+            "(train it to the end, or resume it with `kiln resume`)"
+        )
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def version_metrics(client: MlflowClient, version: ModelVersion) -> tuple[dict[str, float], str]:
+    """The metrics gates are checked against, and where they were read.
+
+    The run's summary.json when the run directory is here (it has the best epoch too), else the
+    metrics of the version's MLflow run (their latest values).
+    """
+    run_dir = local_run_dir(version)
+    if run_dir is not None and (run_dir / "summary.json").is_file():
+        return metrics_from_summary(read_summary(run_dir)), str(run_dir / "summary.json")
+    if not version.run_id:
+        raise RegistryError(
+            f"version {version.version} of {version.name!r} has no MLflow run, so there are no "
+            "measured metrics to check gates against; register it from a kiln run"
+        )
+    run = client.get_run(version.run_id)
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if not k.startswith(_NOT_METRICS)}
+    return metrics, f"MLflow run {version.run_id}"

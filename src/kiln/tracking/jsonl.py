@@ -1,0 +1,80 @@
+"""``logs/events.jsonl``: one JSON object per line, written first and flushed; the local truth."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kiln.tracking.base import Scope
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null rather than produce an invalid line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+class JsonlTracker:
+    name = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # the system-metrics sampler writes from its own thread
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        try:  # the common case, plain finite values, without walking the record first
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        except (ValueError, TypeError):
+            line = json.dumps(_clean(record), separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def tell(self) -> int:
+        """Bytes written so far: a checkpoint records it, so a resume can cut the file back to it."""
+        with self._lock:
+            return self._file.tell()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._write({"event": "params", "params": dict(params)})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        self._write({"event": "metrics", "scope": scope, "step": step, "metrics": dict(metrics)})
+
+    def log_event(self, event: str, data: Mapping[str, Any]) -> None:
+        self._write({"event": event, **data})
+
+    def log_artifact(self, path: Path) -> None:
+        self._write({"event": "artifact", "path": str(path)})
+
+    def close(self, status: str) -> None:
+        if not self._file.closed:
+            self._write({"event": "closed", "status": status})
+            with self._lock:
+                self._file.close()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """All records of an events.jsonl (a torn last line, from a killed process, is skipped)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,183 @@
+"""MLflow tracker: params, metrics, tags, artifacts and the model of one run, through an
+``MlflowClient`` with an explicit run id (never the fluent global run).
+
+The run id is kept in ``<run>/logs/mlflow.json``, so a resumed run and ``kiln sync`` append to the
+same MLflow run. Metrics already in MLflow (same key and step) are not logged twice, which makes
+replaying events.jsonl idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import MissingExtraError, TrackingError
+from kiln.tracking.base import Scope
+
+log = logging.getLogger("kiln.tracking")
+
+LINK_FILE = "mlflow.json"
+_STATUS = {
+    "completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED",
+    "crashed": "FAILED", "interrupted": "KILLED",
+}
+_PREFIX: dict[str, str] = {"epoch": "", "test": "", "step": "step/", "system": "system/"}
+
+
+def read_link(logs_dir: Path) -> dict[str, Any] | None:
+    """The MLflow run a kiln run logs to, if it has one."""
+    path = logs_dir / LINK_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+class MlflowTracker:
+    name = "mlflow"
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        logs_dir: Path,
+        tags: Mapping[str, str],
+        artifact_root: str | None = None,
+    ) -> None:
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise MissingExtraError("mlflow", "mlflow") from None
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.client = MlflowClient(uri)
+        self.uri = uri
+        self.logs_dir = logs_dir
+        self._known: set[tuple[str, int]] = set()
+        self._params: dict[str, str] = {}
+        link = read_link(logs_dir)
+        if link is not None and link.get("tracking_uri") == uri:
+            self.run_id = str(link["run_id"])
+            self._load_existing()
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            experiment_id = self._experiment(experiment, artifact_root)
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            self.run_id = run.info.run_id
+            link = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self.run_id,
+                    "experiment": experiment}
+            (logs_dir / LINK_FILE).write_text(json.dumps(link, indent=2), encoding="utf-8")
+        if tags:
+            self._set_tags(tags)
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return str(existing.experiment_id)
+        location = f"{artifact_root}/{name}" if artifact_root else None
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except Exception:  # another process created it in between
+            again = self.client.get_experiment_by_name(name)
+            if again is None:
+                raise
+            return str(again.experiment_id)
+
+    def _load_existing(self) -> None:
+        run = self.client.get_run(self.run_id)
+        self._params = dict(run.data.params)
+        for key in run.data.metrics:
+            for metric in self.client.get_metric_history(self.run_id, key):
+                self._known.add((key, int(metric.step)))
+
+    def _set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        # MLflow params are immutable: a resumed run with a changed (safe) setting keeps the
+        # original value and records the new one as a tag.
+        new = {k: _param_value(v) for k, v in params.items()}
+        fresh = [Param(k, v) for k, v in new.items() if k not in self._params]
+        changed = {f"kiln.changed.{k}": v for k, v in new.items() if k in self._params and self._params[k] != v}
+        for start in range(0, len(fresh), 100):
+            self.client.log_batch(self.run_id, params=fresh[start : start + 100])
+        self._params.update({p.key: p.value for p in fresh})
+        if changed:
+            self._set_tags(changed)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = []
+        for key, value in metrics.items():
+            name = _PREFIX.get(scope, "") + key
+            if (name, step) in self._known or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            batch.append(Metric(name, float(value), now, step))
+            self._known.add((name, step))
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+
+    def log_event(self, event: str, data: Mapping[str, Any]) -> None:
+        if event == "summary":
+            self._set_tags({"kiln.status": str(data.get("status"))})
+
+    def log_artifact(self, path: Path) -> None:
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), path.name)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
+        """The model in MLflow's pytorch flavor (signature and input example) plus kiln's package."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        signature = infer_signature(example, output)
+        # Explicit requirements: inferring them costs about 20 s and guesses.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            # MLflow warns about its own type-hint inference while serializing; nothing for a
+            # kiln user to act on, since kiln passes an explicit signature.
+            warnings.simplefilter("ignore")
+            target = Path(tmp) / "model"
+            mlflow.pytorch.save_model(
+                model, str(target), signature=signature, input_example=example,
+                pip_requirements=requirements,
+            )
+            self.client.log_artifacts(self.run_id, str(target), "model")
+        self.client.log_artifacts(self.run_id, str(package_dir), "kiln_model")
+        self._set_tags({"kiln.model_uri": f"runs:/{self.run_id}/model"})
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=_STATUS.get(status, "FINISHED"))
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def check_reachable(uri: str) -> None:
+    """Raise TrackingError with a clear message when ``uri`` is malformed (not when it is down)."""
+    if "://" not in uri and not uri.startswith(("file:", "databricks")):
+        raise TrackingError(
+            f"tracking.uri {uri!r} is not a tracking URI: use http://host:5000, "
+            "sqlite:///path/mlflow.db or file:///path"
+        )

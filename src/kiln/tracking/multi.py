@@ -1,0 +1,196 @@
+"""The fan-out: events.jsonl is written synchronously first; every other tracker is fed from a
+bounded queue by one background thread, so a slow or failing tracker never stalls training.
+
+A tracker that raises is reported once and disabled for the rest of the run; the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kiln.config.schema import KilnConfig
+from kiln.tracking.base import Scope, Tracker
+from kiln.tracking.jsonl import JsonlTracker
+
+log = logging.getLogger("kiln.tracking")
+
+_STOP = object()
+
+
+class MultiTracker:
+    """One object the trainer talks to; ``trackers`` are built lazily on the background thread.
+
+    ``factories`` maps a tracker name to a zero-argument constructor, so a slow import (TensorBoard)
+    or a slow connection (a tracking server) is paid off the training thread.
+    """
+
+    name = "multi"
+
+    def __init__(
+        self,
+        jsonl: JsonlTracker,
+        factories: Mapping[str, Callable[[], Tracker]],
+        queue_size: int = 10_000,
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.jsonl = jsonl
+        self.failures: dict[str, str] = {}
+        self.dropped = 0
+        self.unsent = 0
+        self._factories = dict(factories)
+        self._trackers: list[Tracker] = []
+        self._on_failure = on_failure or _warn
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._work, name="kiln-tracking", daemon=True)
+        self._thread.start()
+
+    @property
+    def names(self) -> list[str]:
+        return ["jsonl", *self._factories]
+
+    def _enqueue(self, method: str, *args: Any) -> None:
+        if not self._factories:
+            return
+        try:
+            self._queue.put_nowait((method, args))
+        except queue.Full:
+            self.dropped += 1  # the jsonl record exists; the backlog can be replayed from it
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.jsonl.log_params(params)
+        self._enqueue("log_params", dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        self.jsonl.log_metrics(metrics, step, scope)
+        self._enqueue("log_metrics", dict(metrics), step, scope)
+
+    def log_event(self, event: str, data: Mapping[str, Any]) -> None:
+        self.jsonl.log_event(event, data)
+        self._enqueue("log_event", event, dict(data))
+
+    def log_artifact(self, path: Path) -> None:
+        self.jsonl.log_artifact(path)
+        self._enqueue("log_artifact", path)
+
+    def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
+        """Hand a CPU copy of the final model to trackers that store models (``log_model``)."""
+        self.jsonl.log_event("model", {"package": str(package_dir)})
+        self._enqueue("log_model", model, package_dir, example)
+
+    def replay(self, records: list[dict[str, Any]]) -> None:
+        """Feed records read from events.jsonl to every tracker but jsonl (which already has them).
+
+        Used on resume to rebuild the CSV and TensorBoard logs from the truncated events.jsonl.
+        Blocks when the queue is full: nothing of the history may be dropped here.
+        """
+        if not self._factories:
+            return
+        for record in records:
+            kind = record.get("event")
+            if kind == "params":
+                self._queue.put(("log_params", (record["params"],)))
+            elif kind == "metrics":
+                self._queue.put(("log_metrics", (record["metrics"], record["step"], record["scope"])))
+            elif kind == "summary":
+                self._queue.put(("log_event", ("summary", record)))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until the background thread has handed every queued record to its trackers."""
+        done = threading.Event()
+        self._enqueue("_flush", done)
+        if self._factories:
+            done.wait(timeout)
+
+    def close(self, status: str, timeout: float = 60.0) -> None:
+        """Drain the queue (up to ``timeout`` seconds), close every tracker, then events.jsonl."""
+        if self._thread.is_alive():
+            self._queue.put(("close", (status,)))
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.unsent = self._queue.qsize()
+                log.warning(
+                    "tracking: gave up waiting for slow trackers after %.0f s; %d records not sent "
+                    "(they are in logs/events.jsonl: `kiln sync` sends them later)", timeout, self.unsent,
+                )
+        if self.dropped:
+            log.warning(
+                "tracking: %d records were dropped for slow trackers (queue full); "
+                "logs/events.jsonl has them all",
+                self.dropped,
+            )
+        self.jsonl.close(status)
+
+    def _work(self) -> None:
+        for name, factory in self._factories.items():
+            try:
+                self._trackers.append(factory())
+            except Exception as exc:
+                self._fail(name, exc)
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            method, args = item
+            if method == "_flush":
+                args[0].set()
+                continue
+            for tracker in list(self._trackers):
+                handler = getattr(tracker, method, None)
+                if handler is None:  # optional methods (log_model) need not exist
+                    continue
+                try:
+                    handler(*args)
+                except Exception as exc:
+                    self._trackers.remove(tracker)
+                    self._fail(tracker.name, exc)
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        self.failures[name] = f"{type(exc).__name__}: {exc}"
+        self.jsonl_safe_event("tracker_failed", {"tracker": name, "error": self.failures[name]})
+        self._on_failure(name, exc)
+
+    def jsonl_safe_event(self, event: str, data: Mapping[str, Any]) -> None:
+        with contextlib.suppress(OSError, ValueError):  # events.jsonl already closed: nothing to add
+            self.jsonl.log_event(event, data)
+
+
+def _warn(name: str, exc: BaseException) -> None:
+    log.warning("tracking: tracker %r failed and is disabled for this run: %s", name, exc)
+
+
+def build_trackers(
+    cfg: KilnConfig, logs_dir: Path, run_name: str, tags: Mapping[str, str]
+) -> dict[str, Callable[[], Tracker]]:
+    """Zero-argument constructors for the trackers in ``tracking.backends`` (jsonl is separate).
+
+    They run on the fan-out thread, so a slow import or an unreachable server costs training nothing.
+    """
+    backends = cfg.tracking.backends
+    factories: dict[str, Callable[[], Tracker]] = {}
+    if "csv" in backends:
+        from kiln.tracking.csv import CsvTracker
+
+        factories["csv"] = lambda: CsvTracker(logs_dir / "training_log.csv")
+    if "tensorboard" in backends:
+        from kiln.tracking.tensorboard import TensorBoardTracker
+
+        factories["tensorboard"] = lambda: TensorBoardTracker(logs_dir / "tensorboard")
+    if "mlflow" in backends:
+        from kiln.settings import default_artifact_root, tracking_uri
+        from kiln.tracking.mlflow import check_reachable
+        from kiln.tracking.remote import RemoteTracker
+
+        uri = tracking_uri(cfg.tracking.uri, cfg.run.output_dir)
+        check_reachable(uri)
+        args = (uri, cfg.run.experiment or cfg.run.name, run_name, logs_dir, dict(tags),
+                default_artifact_root(uri))
+        timeout = cfg.tracking.close_timeout
+        factories["mlflow"] = lambda: RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout)
+    return factories

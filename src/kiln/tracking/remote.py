@@ -1,0 +1,103 @@
+"""RemoteTracker: a tracker that runs in a child process.
+
+Heavy trackers (MLflow: seconds of imports, a database migration on first use, HTTP retries) would
+otherwise run Python on a thread of the training process and, through the GIL, slow every step.
+In their own process they cost the training loop nothing but a pickled record on a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from kiln.errors import TrackingError
+from kiln.tracking.base import Scope
+
+
+class RemoteTracker:
+    def __init__(self, name: str, factory: str, args: tuple[Any, ...], close_timeout: float) -> None:
+        self.name = name
+        self.close_timeout = close_timeout
+        self._error: str | None = None
+        self._closed = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kiln.tracking.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},  # MLflow prints emoji run links
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin: IO[bytes] = self.process.stdin
+        self._reader = threading.Thread(
+            target=self._read, args=(self.process.stdout,), name=f"kiln-{name}-reader", daemon=True
+        )
+        self._reader.start()
+        self._send("__init__", factory, args)
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        with stdout:
+            for line in stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not a protocol line
+                if not isinstance(message, dict):
+                    continue
+                if "error" in message:
+                    self._error = str(message["error"])
+                if "closed" in message:
+                    self._closed.set()
+
+    def _send(self, method: str, *args: Any) -> None:
+        if self._error is not None:
+            raise TrackingError(self._error)
+        if self.process.poll() is not None:
+            raise TrackingError(f"the {self.name} worker process exited ({self.process.returncode})")
+        payload = (args[0], args[1]) if method == "__init__" else (method, args)
+        try:
+            pickle.dump(payload, self._stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise TrackingError(self._error or f"the {self.name} worker process is gone ({exc})") from None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._send("log_params", dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        self._send("log_metrics", dict(metrics), step, scope)
+
+    def log_event(self, event: str, data: Mapping[str, Any]) -> None:
+        self._send("log_event", event, dict(data))
+
+    def log_artifact(self, path: Path) -> None:
+        self._send("log_artifact", path)
+
+    def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
+        self._send("log_model", model, package_dir, example)
+
+    def close(self, status: str) -> None:
+        """Ask the worker to finish; past ``close_timeout`` it is killed (events.jsonl keeps all)."""
+        try:
+            self._send("close", status)
+        finally:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+            try:
+                self.process.wait(timeout=self.close_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise TrackingError(
+                    f"{self.name} did not finish within {self.close_timeout:.0f} s and was stopped; "
+                    "`kiln sync RUN_DIR` sends what it missed"
+                ) from None
+        self._reader.join(timeout=5)
+        if self._error is not None:
+            raise TrackingError(self._error)

@@ -1,0 +1,76 @@
+"""``kiln sync``: replay a run's events.jsonl into MLflow, e.g. after the server was down.
+
+Idempotent: metrics MLflow already has (same key and step) are skipped, so syncing twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.errors import KilnError
+from kiln.runs.layout import RunPaths
+from kiln.tracking.jsonl import read_events
+from kiln.tracking.mlflow import MlflowTracker, check_reachable, read_link
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    run_id: str
+    tracking_uri: str
+    metrics_sent: int
+    model_logged: bool
+
+
+def sync_run(run_dir: str | Path, uri: str | None = None) -> SyncReport:
+    """Send everything in ``run_dir``'s events.jsonl that MLflow lacks; also artifacts and the model."""
+    from kiln.config import load_config
+    from kiln.settings import default_artifact_root, tracking_uri
+    from kiln.train.setup import run_tags
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.events.is_file() or not paths.config.is_file():
+        raise KilnError(f"{paths.root} is not a kiln run directory (no config.yaml or logs/events.jsonl)")
+    cfg = load_config(paths.config)
+    link = read_link(paths.logs)
+    target = uri or (link["tracking_uri"] if link else tracking_uri(cfg.tracking.uri, cfg.run.output_dir))
+    check_reachable(target)
+    environment = json.loads(paths.environment.read_text(encoding="utf-8"))
+    environment.setdefault("data_fingerprint", "unknown")
+    tracker = MlflowTracker(
+        target, cfg.run.experiment or cfg.run.name, paths.root.name, paths.logs,
+        run_tags(environment, paths), default_artifact_root(target),
+    )
+    known_before = len(tracker._known)
+    status = "interrupted"
+    for record in read_events(paths.events):
+        kind = record.get("event")
+        if kind == "params":
+            tracker.log_params(record["params"])
+        elif kind == "metrics":
+            tracker.log_metrics(record["metrics"], record["step"], record["scope"])
+        elif kind == "summary":
+            status = record["status"]
+            tracker.log_event("summary", record)
+    for path in (paths.config, paths.summary, paths.environment, paths.csv_log):
+        tracker.log_artifact(path)
+    model_logged = _log_model_if_missing(tracker, paths)
+    tracker.close(status)
+    return SyncReport(tracker.run_id, target, len(tracker._known) - known_before, model_logged)
+
+
+def _log_model_if_missing(tracker: MlflowTracker, paths: RunPaths) -> bool:
+    if not (paths.models / "model.json").is_file():
+        return False
+    present = {a.path for a in tracker.client.list_artifacts(tracker.run_id)}
+    if "model" in present:
+        return False
+    import numpy as np
+
+    from kiln.models.package import load_package
+
+    package = load_package(paths.root)
+    example = np.zeros((1, *package.spec.input_shape), dtype=np.float32)
+    tracker.log_model(package.model, paths.models, example)
+    return True
