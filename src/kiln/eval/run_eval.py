@@ -1,0 +1,170 @@
+"""Evaluate a finished run's model on one split of its data (rebuilt from the run's config).
+
+Writes under ``<run>/eval/``: ``metrics_<split>.json`` (flat, split-prefixed numbers), for
+classifiers ``classification_report_<split>.{txt,json}`` and ``confusion_matrix_<split>.{csv,png}``,
+``training_curves.png``, ``worst_examples_<split>.png`` for image data, and ``cost.json``
+(latency, size, parameters). ``plots=False`` skips matplotlib entirely; ``cost=False`` skips timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError
+
+WORST_EXAMPLES = 16
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_dir: Path
+    split: str
+    metrics: dict[str, float]
+    path: Path  # where the metrics were written
+    cost: dict[str, float] = field(default_factory=dict)  # latency/size/parameters ({} if skipped)
+    artifacts: list[Path] = field(default_factory=list)  # every other file written
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    overrides: Sequence[str] = (),
+    *,
+    plots: bool = True,
+    cost: bool = True,
+) -> EvalResult:
+    """Metrics of the run's saved model on ``split``; ``overrides`` adjust the data section
+    (e.g. ``data.path=/elsewhere``). Written to ``<run>/eval/metrics_<split>.json``.
+
+    ``run_dir`` may be a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``): the data
+    is then rebuilt from the config of the version's run (its directory here, or its copy from MLflow).
+    """
+    from kiln.config import load_config
+    from kiln.data.build import build_data
+    from kiln.eval.predict import collect
+    from kiln.models.package import load_package
+    from kiln.runs.layout import write_json
+    from kiln.tasks import build_task
+    from kiln.train.rng import resolve_device
+    from kiln.train.setup import make_loader
+
+    root = run_root(run_dir)
+    cfg = load_config(root / "config.yaml", overrides)
+    package = load_package(root)
+    data = build_data(cfg.data, cfg.run.seed)
+    dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
+    if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+        raise KilnError(f"dataset {cfg.data.name!r} has no {split} split in this configuration")
+    device = resolve_device(cfg.run.device)
+    model = package.model.to(device)
+    task = build_task(data.spec, cfg.training.loss)
+    task.to(device)
+    loader = make_loader(dataset, cfg.training.eval_batch_size, cfg.data.num_workers)
+    predictions = collect(model, loader, task, device, cfg.training.precision)
+    eval_dir = root / "eval"
+    eval_dir.mkdir(exist_ok=True)
+    metrics = {f"{split}_{k}": v for k, v in predictions.meter.items()}
+    artifacts = _quality(predictions, data.spec, split, eval_dir, metrics, dataset, plots)
+    metrics[f"{split}_samples"] = len(dataset)  # type: ignore[arg-type]
+    out = eval_dir / f"metrics_{split}.json"
+    write_json(out, metrics)
+    if plots:
+        artifacts += _curves(root, eval_dir)
+    costs = measure_cost(root, package.model, data.spec.input_shape) if cost else {}
+    return EvalResult(root, split, metrics, out, costs, artifacts)
+
+
+def measure_cost(root: Path, model: Any, input_shape: Sequence[int]) -> dict[str, float]:
+    """Latency, size and parameters of the run's model, written to ``<run>/eval/cost.json``.
+
+    Timed on the CPU (where kiln's models are served) with the current torch thread count.
+    """
+    import torch
+
+    from kiln.eval.latency import BATCH_SIZES, ITERATIONS, WARMUP, model_cost
+    from kiln.models.package import WEIGHTS, resolve_package_dir
+    from kiln.runs.layout import write_json
+
+    costs = model_cost(model.cpu(), input_shape, resolve_package_dir(root) / WEIGHTS)
+    (root / "eval").mkdir(exist_ok=True)
+    write_json(root / "eval" / "cost.json", {
+        "metrics": costs, "device": "cpu", "threads": torch.get_num_threads(),
+        "batch_sizes": list(BATCH_SIZES), "warmup": WARMUP, "iterations": ITERATIONS,
+        "latency": "per sample, eager model, random inputs", "size": "model.safetensors, MB = 10^6 bytes",
+    })
+    return costs
+
+
+def run_root(run_dir: str | Path) -> Path:
+    """The run directory to evaluate: ``run_dir`` itself, or the one behind a ``models:/`` URI."""
+    if str(run_dir).startswith("models:/"):
+        from kiln.registry.resolve import resolve_model_uri
+
+        resolved = resolve_model_uri(str(run_dir))
+        root = resolved.run_dir
+        if not (root / "config.yaml").is_file():
+            raise KilnError(
+                f"{run_dir} resolved to version {resolved.version} (MLflow run {resolved.run_id}), "
+                "but neither its run directory nor its MLflow artifacts hold the run's config.yaml, "
+                "which eval needs to rebuild the data; evaluate the run directory instead"
+            )
+        return root
+    root = Path(run_dir)
+    if not (root / "config.yaml").is_file():
+        raise KilnError(f"{root} is not a run directory: it has no config.yaml")
+    return root
+
+
+def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],
+             dataset: Any, plots: bool) -> list[Path]:
+    """Add the detailed metrics to ``metrics`` (keeping the meter's own) and write their files."""
+    from kiln.eval.artifacts import classification_files
+    from kiln.eval.metrics import classification_report, regression_metrics
+
+    if spec.task == "regression":
+        extra = regression_metrics(predictions.outputs, predictions.targets)
+        metrics.update({f"{split}_{k}": v for k, v in extra.items() if f"{split}_{k}" not in metrics})
+        return []
+    report = classification_report(predictions.outputs, predictions.targets, spec.task, spec.class_names)
+    metrics.update({f"{split}_{k}": v for k, v in report.metrics.items() if f"{split}_{k}" not in metrics})
+    written = classification_files(report, eval_dir, split)
+    if plots:
+        from kiln.eval.plots import confusion_png
+
+        written.append(confusion_png(report.confusion, report.class_names,
+                                     eval_dir / f"confusion_matrix_{split}.png", f"confusion matrix ({split})"))
+        written += _worst(predictions, spec, report.class_names, dataset, eval_dir, split)
+    return written
+
+
+def _worst(predictions: Any, spec: Any, names: Sequence[str], dataset: Any, eval_dir: Path,
+           split: str) -> list[Path]:
+    """The samples the model missed worst (highest loss on the true class), for image data."""
+    import numpy as np
+
+    from kiln.eval.metrics import per_sample_loss, probabilities
+    from kiln.eval.plots import examples_png
+
+    if len(spec.input_shape) != 3 or spec.input_shape[0] not in (1, 3):
+        return []
+    losses = per_sample_loss(predictions.outputs, predictions.targets, spec.task)
+    order = np.argsort(-losses, kind="stable")[:WORST_EXAMPLES]
+    probs = probabilities(predictions.outputs, spec.task)
+    images = np.stack([np.asarray(dataset[int(i)][0]) for i in order])
+    captions = []
+    for i in order:
+        true, pred = int(predictions.targets[i]), int(probs[i].argmax())
+        captions.append(f"#{i}: {names[true]} -> {names[pred]} (p={probs[i, pred]:.2f})")
+    title = f"worst-classified {split} samples (true -> predicted)"
+    return [examples_png(images, captions, eval_dir / f"worst_examples_{split}.png", title)]
+
+
+def _curves(root: Path, eval_dir: Path) -> list[Path]:
+    from kiln.eval.history import read_history
+    from kiln.eval.plots import curves_png
+
+    path = curves_png(read_history(root), eval_dir / "training_curves.png", f"training curves: {root.name}")
+    return [] if path is None else [path]

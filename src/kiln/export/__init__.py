@@ -1,0 +1,67 @@
+"""Export a trained model to deployable formats, each proven against the eager model.
+
+Formats: ``onnx`` (ONNX Runtime, optionally int8-quantized), ``torch_export`` (``.pt2``) and
+``torchscript`` (legacy). Results land in ``<run>/models/`` with ``exports.json`` and
+``MODEL_CARD.md``; see :func:`export_run`.
+
+Names are imported on first use (PEP 562), so importing ``kiln.export.tolerance`` for the CLI's
+help text does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.export.parity import ParityResult, check_parity
+    from kiln.export.run import (
+        FILES,
+        FORMATS,
+        ExportOptions,
+        ExportReport,
+        export_run,
+        parse_formats,
+    )
+    from kiln.export.tolerance import FP32, INT8, Tolerance
+
+_PUBLIC = {
+    "FILES": "kiln.export.run",
+    "FORMATS": "kiln.export.run",
+    "ExportOptions": "kiln.export.run",
+    "ExportReport": "kiln.export.run",
+    "export_run": "kiln.export.run",
+    "parse_formats": "kiln.export.run",
+    "ParityResult": "kiln.export.parity",
+    "check_parity": "kiln.export.parity",
+    "FP32": "kiln.export.tolerance",
+    "INT8": "kiln.export.tolerance",
+    "Tolerance": "kiln.export.tolerance",
+}
+
+__all__ = [
+    "FILES",
+    "FORMATS",
+    "FP32",
+    "INT8",
+    "ExportOptions",
+    "ExportReport",
+    "ParityResult",
+    "Tolerance",
+    "check_parity",
+    "export_run",
+    "parse_formats",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kiln.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

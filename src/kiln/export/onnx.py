@@ -1,0 +1,105 @@
+"""ONNX export through the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``).
+
+The batch axis is dynamic (named ``batch``), the input is called ``input`` and the output
+``output``, so a server needs nothing but the file. The model is checked with ``onnx.checker``
+and run with ONNX Runtime for the parity check, the way it will be served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kiln.errors import ExportError, MissingExtraError
+from kiln.export.parity import Array, Runner
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence what the exporter says that a user can do nothing about.
+
+    - torch's exporter logs one warning per torchvision operator when torchvision is absent;
+    - torch 2.13's ONNX decomposition deep-copies pytree specs, which trips torch's own
+      ``isinstance(treespec, LeafSpec)`` FutureWarning (under ``-W error`` it aborts the export).
+    Only that one warning is filtered; anything else still surfaces.
+    """
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                category=FutureWarning,
+            )
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
+    """Write ``model`` as ONNX to ``path`` (one self-contained file) and check it."""
+    require("onnxscript", "export")
+    onnx = require("onnx", "export")
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with quiet_exporter(), torch.no_grad():
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=True, verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},), opset_version=opset, external_data=False,
+            )
+    except Exception as exc:  # the exporter raises many types; all mean the same to a user
+        raise ExportError(f"ONNX export failed: {_first_line(exc)}") from exc
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported ONNX model is invalid: {_first_line(exc)}") from exc
+
+
+def onnx_opset(path: Path) -> int | None:
+    """The default-domain opset the file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def onnx_runner(path: Path) -> Runner:
+    """Run the ONNX file with ONNX Runtime on the CPU."""
+    ort = require("onnxruntime", "export")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT's info lines are noise in a CLI
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(inputs: Array) -> Array:
+        (outputs, *_) = session.run(None, {name: inputs})
+        return np.asarray(outputs, dtype=np.float32)
+
+    return run
+
+
+def require(module: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, extra) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

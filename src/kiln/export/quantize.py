@@ -1,0 +1,33 @@
+"""int8 dynamic quantization of an ONNX model with ONNX Runtime.
+
+Dynamic quantization stores weights as int8 and quantizes activations on the fly, so it needs no
+calibration data; it suits the dense (MatMul/Gemm) layers that dominate kiln's models. The model
+is first run through ORT's pre-processing (shape inference and graph optimization), as ORT
+recommends, so quantization sees every tensor's shape.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from kiln.errors import ExportError
+from kiln.export.onnx import require
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Write an int8 dynamically quantized copy of the ONNX model ``source`` to ``target``."""
+    require("onnxruntime", "export")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(source), str(prepared))
+            quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
+        except Exception as exc:  # ORT raises many types; all mean the same to a user
+            first = str(exc).strip().splitlines()
+            raise ExportError(
+                f"int8 quantization failed: {type(exc).__name__}: {first[0] if first else ''}"
+            ) from exc
