@@ -1,0 +1,83 @@
+"""The ``kiln`` command: a thin shell over library functions, one module per verb.
+
+Exit codes: 0 success, 1 failure, 2 usage or config error, 130 interrupted, 143 terminated.
+Heavy libraries are imported inside each verb, so ``kiln --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kiln import __version__
+from kiln.cli import (
+    compare_cmd,
+    config_cmd,
+    eval_cmd,
+    export_cmd,
+    gate_cmd,
+    models_cmd,
+    registry_cmd,
+    report_cmd,
+    resume_cmd,
+    runs_cmd,
+    sweep_cmd,
+    sync_cmd,
+    train_cmd,
+    ui_cmd,
+)
+from kiln.errors import KilnError
+
+VERBS = (
+    train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
+    sync_cmd, registry_cmd, ui_cmd, config_cmd, models_cmd, sweep_cmd,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln",
+        description="kiln: one config in, one trustworthy run out.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"kiln {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb in VERBS:
+        verb.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    debug = args.debug or "--debug" in rest
+    rest = [token for token in rest if token != "--debug"]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="kiln: %(message)s")
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    if rest and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides = [*getattr(args, "overrides", []), *rest]
+    try:
+        code: int = args.handler(args)
+        return code
+    except KilnError as exc:
+        if debug:
+            raise
+        interrupted = exc.exit_code in (130, 143)  # stopped by a signal, on purpose
+        print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""``kiln runs [--output-dir runs]``: list runs, newest first, with their key metrics."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kiln.cli.common import print_table
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("runs", help="list runs and their key metrics", allow_abbrev=False)
+    parser.add_argument("--output-dir", default="runs", help="where runs live (run.output_dir)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kiln.runs.summary import list_runs
+
+    runs = list_runs(Path(args.output_dir))
+    if not runs:
+        print(f"no runs in {args.output_dir}/ yet: start one with `kiln train`")
+        return 0
+    rows = []
+    for info in runs:
+        s = info.summary
+        final = s.get("final", {})
+        test = s.get("test", {})
+        rows.append([
+            info.name, s.get("status"), s.get("epochs_trained"), s.get("best_epoch"),
+            final.get("val_loss"), final.get("val_accuracy"), test.get("test_accuracy"),
+        ])
+    print_table(f"runs in {args.output_dir}/", ["run", "status", "epochs", "best", "val_loss", "val_acc", "test_acc"], rows)
+    return 0
