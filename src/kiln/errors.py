@@ -45,6 +45,10 @@ class ExportError(KilnError):
     """An export failed or its parity check did not hold."""
 
 
+class SweepError(KilnError):
+    """A sweep cannot start or go on: the study, its storage or its workers are not usable."""
+
+
 class ServeError(KilnError):
     """The model server cannot start with what it was given."""
 

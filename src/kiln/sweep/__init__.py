@@ -13,8 +13,8 @@ Importing this package imports neither torch, Optuna nor MLflow.
 
 from __future__ import annotations
 
+from kiln.errors import SweepError
 from kiln.sweep.context import SweepContext
-from kiln.sweep.errors import SweepError
 from kiln.sweep.report import SweepReport
 from kiln.sweep.runner import SweepOutcome, open_report, prepare_sweep, run_sweep
 from kiln.sweep.spec import ParameterSpec, SweepSpec, load_sweep, parse_sweep

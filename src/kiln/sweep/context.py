@@ -19,9 +19,9 @@ from typing import Any
 from kiln.config.loader import to_yaml, validate
 from kiln.config.overrides import apply_overrides
 from kiln.config.schema import KilnConfig
+from kiln.errors import SweepError
 from kiln.runs.layout import write_text
 from kiln.settings import tracking_uri
-from kiln.sweep.errors import SweepError
 from kiln.sweep.spec import SweepSpec
 
 CONTEXT_FILE = "sweep.json"

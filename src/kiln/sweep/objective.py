@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.errors import ConfigError, KilnError
+from kiln.errors import ConfigError, KilnError, SweepError
 from kiln.sweep.context import SweepContext
-from kiln.sweep.errors import SweepError
 from kiln.sweep.trials import conflict
 from kiln.train.callback import Callback
 from kiln.train.state import TrainState

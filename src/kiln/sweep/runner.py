@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.config.loader import load_config
 from kiln.config.schema import RunConfig
+from kiln.errors import SweepError
 from kiln.sweep import trials as trial_status
 from kiln.sweep.context import CONTEXT_FILE, SweepContext
-from kiln.sweep.errors import SweepError
 from kiln.sweep.mlflow_parent import PARENT_ATTR, finish_parent, start_parent
 from kiln.sweep.paths import resolve_parameters
 from kiln.sweep.report import SweepReport, build_report

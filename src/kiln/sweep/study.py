@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kiln.config.schema import KilnConfig
-from kiln.errors import MissingExtraError
-from kiln.sweep.errors import SweepError
+from kiln.errors import MissingExtraError, SweepError
 from kiln.sweep.spec import SweepSpec
 from kiln.tracking.base import flatten
 
