@@ -154,13 +154,21 @@ class RegisterConfig(Section):
 warnings.filterwarnings("ignore", message='Field name "register" in "TrackingConfig" shadows')
 
 
-Backend = Literal["jsonl", "csv", "tensorboard", "mlflow"]
+class WandbConfig(Section):
+    # Weights & Biases (backend `wandb`, extra kiln-ml[wandb]). offline: records go to
+    # <run>/logs/wandb/ only, for `wandb sync` later; online needs `wandb login` or WANDB_API_KEY.
+    mode: Literal["offline", "online"] = "offline"
+    project: str | None = None  # null: run.experiment, else run.name
+    entity: str | None = None  # team or user; null: the logged-in default
+
+
+Backend = Literal["jsonl", "csv", "tensorboard", "mlflow", "wandb"]
 DEFAULT_BACKENDS: tuple[Backend, ...] = ("jsonl", "csv", "tensorboard", "mlflow")
 
 
 class TrackingConfig(Section):
     # jsonl (<run>/logs/events.jsonl) is always written first: it is the source of truth.
-    # csv and tensorboard write under <run>/logs/; mlflow logs to `uri`.
+    # csv, tensorboard and wandb (offline) write under <run>/logs/; mlflow logs to `uri`.
     backends: list[Backend] = Field(default_factory=lambda: list(DEFAULT_BACKENDS))
     # MLflow tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db
     uri: str | None = None
@@ -171,6 +179,7 @@ class TrackingConfig(Section):
     register: RegisterConfig | None = None  # register the model at the end of training
     log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
     queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping
+    wandb: WandbConfig = Field(default_factory=WandbConfig)  # used when `wandb` is in backends
 
 
 class GateConfig(Section):

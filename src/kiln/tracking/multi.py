@@ -182,6 +182,12 @@ def build_trackers(
         from kiln.tracking.tensorboard import TensorBoardTracker
 
         factories["tensorboard"] = lambda: TensorBoardTracker(logs_dir / "tensorboard")
+    if "wandb" in backends:
+        from kiln.tracking.wandb import WandbTracker
+
+        w = cfg.tracking.wandb
+        project = w.project or cfg.run.experiment or cfg.run.name
+        factories["wandb"] = lambda: WandbTracker(logs_dir, project, run_name, tags, w.mode, w.entity)
     if "mlflow" in backends:
         from kiln.settings import default_artifact_root, tracking_uri
         from kiln.tracking.mlflow import check_reachable
