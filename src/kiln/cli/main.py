@@ -23,6 +23,7 @@ from kiln.cli import (
     report_cmd,
     resume_cmd,
     runs_cmd,
+    serve_cmd,
     sweep_cmd,
     sync_cmd,
     train_cmd,
@@ -32,7 +33,7 @@ from kiln.errors import KilnError
 
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
-    sync_cmd, registry_cmd, ui_cmd, config_cmd, models_cmd, sweep_cmd,
+    sync_cmd, registry_cmd, ui_cmd, config_cmd, models_cmd, sweep_cmd, serve_cmd,
 )
 
 

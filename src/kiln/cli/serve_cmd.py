@@ -1,0 +1,67 @@
+"""``kiln serve RUN_DIR|models:/NAME@ALIAS|EXPORT_PATH [--backend onnx|torch] [--port 8000] ...``.
+
+Serves the model over HTTP until SIGTERM (exit 0 once requests in flight have finished) or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve a model over HTTP (FastAPI + uvicorn, Prometheus metrics)",
+        description="Serve a run's model: POST /predict, GET /health, /ready, /metadata, /metrics, "
+                    "/docs. The onnx backend (default) uses the run's ONNX export, creating it "
+                    "(with a parity check) when there is none.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("source", help="a run directory, models:/NAME@ALIAS | models:/NAME/VERSION, "
+                                       "or an export file (models/model.onnx)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
+                                                            "this machine only; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--backend", choices=["onnx", "torch"],
+                        help="onnx: ONNX Runtime (default); torch: the eager PyTorch model")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--max-batch", type=int, default=256,
+                        help="most instances per request, and per micro-batch (default 256)")
+    parser.add_argument("--max-body-mb", type=float, default=8.0,
+                        help="largest request body in MiB, refused with 413 before it is read (default 8)")
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0,
+                        help="micro-batching: wait up to this long to group concurrent requests into "
+                             "one model call (default 0: off)")
+    parser.add_argument("--grace-seconds", type=float, default=30.0,
+                        help="on SIGTERM, how long requests in flight may take to finish (default 30)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of ONNX Runtime or torch per process (default 1; "
+                             "0: the runtime's default)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kiln.errors import UsageError
+
+    for name in ("workers", "max_batch", "port"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_body_mb <= 0 or args.batch_wait_ms < 0 or args.grace_seconds < 0 or args.threads < 0:
+        raise UsageError("--max-body-mb must be positive; --batch-wait-ms, --grace-seconds and "
+                         "--threads must not be negative")
+    from kiln.serve.app import require
+
+    for module in ("fastapi", "uvicorn", "prometheus_client", "python_multipart", "PIL", "orjson"):
+        require(module)
+    from kiln.serve.model import prepare_model
+    from kiln.serve.server import ServeOptions, serve
+
+    source = prepare_model(args.source, args.backend)
+    options = ServeOptions(
+        host=args.host, port=args.port, workers=args.workers, max_batch=args.max_batch,
+        max_body_mb=args.max_body_mb, batch_wait_ms=args.batch_wait_ms,
+        grace_seconds=args.grace_seconds, threads=args.threads,
+    )
+    print(f"serving {source.name} (version {source.version}, {source.backend}) on "
+          f"http://{args.host}:{args.port}  docs: /docs  metrics: /metrics", flush=True)
+    return serve(source, options)

@@ -1,0 +1,133 @@
+"""``create_app``: the FastAPI app serving one model, built by a factory with no global state.
+
+Each app has its own model, its own Prometheus registry and its own batcher, so two apps can live
+in one process (tests do) and nothing happens at import time.
+
+>>> app = create_app("runs/digits_mlp_20261123_101500")  # doctest: +SKIP
+>>> import uvicorn; uvicorn.run(app)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import MissingExtraError
+from kiln.serve.model import ModelSource, ServedModel
+
+log = logging.getLogger("kiln.serve")
+
+MB = 2**20
+
+
+def create_app(
+    model: str | Path | ModelSource | ServedModel,
+    *,
+    backend: str | None = None,
+    max_batch: int = 256,
+    max_body_mb: float = 8.0,
+    batch_wait_ms: float = 0.0,
+    threads: int | None = None,
+) -> Any:
+    """A FastAPI app serving ``model`` (a run directory, ``models:/NAME@ALIAS``, an ONNX export,
+    or an already prepared/loaded model).
+
+    ``max_batch`` caps instances per request (and rows per micro-batch); ``max_body_mb`` caps the
+    request body; ``batch_wait_ms`` > 0 turns on micro-batching with that wait; ``threads`` is the
+    runtime's intra-op thread count (see ``load_served_model``).
+    """
+    fastapi = require("fastapi")
+    for module in ("prometheus_client", "orjson"):
+        require(module)
+    from kiln.serve.batching import MicroBatcher
+    from kiln.serve.inputs import Preprocessor
+    from kiln.serve.limits import BodyLimitMiddleware
+    from kiln.serve.metrics import MetricsMiddleware, ServeMetrics
+    from kiln.serve.model import load_served_model, prepare_model
+    from kiln.serve.openapi import predict_openapi
+    from kiln.serve.predict import PredictHandler
+    from kiln.serve.routes import add_info_routes
+
+    if max_batch < 1 or max_body_mb <= 0 or batch_wait_ms < 0 or not math.isfinite(batch_wait_ms):
+        from kiln.errors import ServeError
+
+        raise ServeError(f"max_batch ({max_batch}) and max_body_mb ({max_body_mb}) must be positive "
+                         f"and batch_wait_ms ({batch_wait_ms}) a finite number >= 0")
+    if not isinstance(model, ServedModel):
+        source = model if isinstance(model, ModelSource) else prepare_model(model, backend)
+        model = load_served_model(source, threads)
+    served = model
+    metrics = ServeMetrics(max_batch)
+    metrics.model_info.labels(served.source.name, served.source.version, served.backend.name).set(1)
+    pre = Preprocessor(served.spec, max_batch)
+    state: dict[str, Any] = {"ready": False, "batcher": None}
+
+    async def direct(batch: Any) -> Any:
+        # Called on the event loop: a thread hop costs more than a small model's call.
+        metrics.batch_size.observe(len(batch))
+        return served.backend.predict(batch)
+
+    async def batched(batch: Any) -> Any:
+        return await state["batcher"].submit(batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        import numpy as np
+
+        served.backend.predict(np.zeros((1, *served.spec.input_shape), dtype=np.float32))  # warm-up
+        if batch_wait_ms > 0:
+            state["batcher"] = MicroBatcher(served.backend.predict, max_batch, batch_wait_ms,
+                                            metrics.batch_size.observe)
+            state["batcher"].start()
+        state["ready"] = True
+        log.info("serving %s version %s with %s", served.source.name, served.source.version,
+                 served.backend.name)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            if state["batcher"] is not None:
+                await state["batcher"].stop()
+
+    app = fastapi.FastAPI(
+        title=f"kiln: {served.source.name}", version=served.source.version, lifespan=lifespan,
+        description="Predictions from a kiln model. `POST /predict` takes JSON `{\"instances\": [...]}` "
+                    f"(each instance of shape {list(served.spec.input_shape)}, or flat with "
+                    f"{math.prod(served.spec.input_shape)} values) or a PNG/JPEG image for image models.",
+    )
+    handler = PredictHandler(served, pre, metrics, batched if batch_wait_ms > 0 else direct)
+    app.add_api_route("/predict", handler, methods=["POST"], summary="Predict classes of instances or an image",
+                      openapi_extra=predict_openapi(pre), response_model=None,
+                      responses=_error_responses())
+    add_info_routes(app, served, metrics, pre, lambda: bool(state["ready"]),
+                    {"max_batch": max_batch, "max_body_bytes": int(max_body_mb * MB),
+                     "batch_wait_ms": batch_wait_ms})
+    app.add_middleware(BodyLimitMiddleware, limit=int(max_body_mb * MB))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too
+    app.state.metrics = metrics
+    app.state.served = served
+    return app
+
+
+def _error_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        400: {"description": "Malformed JSON or multipart body"},
+        413: {"description": "Body over the size limit, or more instances than --max-batch"},
+        415: {"description": "Unsupported content type or image"},
+        422: {"description": "Wrong shape or type, NaN or infinity, empty instances"},
+        500: {"description": "The model failed; the answer carries a request id found in the log"},
+    }
+
+
+def require(module: str) -> Any:
+    """Import an optional dependency of the server, or MissingExtraError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, "serve") from None

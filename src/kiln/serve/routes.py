@@ -1,0 +1,68 @@
+"""The read-only endpoints: ``/health``, ``/ready``, ``/metadata`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from kiln.serve.inputs import IMAGE_TYPES, Preprocessor
+from kiln.serve.metrics import ServeMetrics
+from kiln.serve.model import ServedModel
+from kiln.serve.predict import json_response
+
+
+def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> dict[str, Any]:
+    """What ``/metadata`` answers: the model, its input contract and the export it runs."""
+    spec, source, meta = served.spec, served.source, served.meta
+    return {
+        "name": source.name,
+        "version": source.version,
+        "run": meta.get("run"),
+        "registry": source.registry or None,
+        "task": spec.task,
+        "input": {
+            "shape": list(spec.input_shape),
+            "dtype": spec.input_dtype,
+            "flat_size": math.prod(spec.input_shape),
+            "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+            "content_types": ["application/json", *(["multipart/form-data", *IMAGE_TYPES]
+                                                   if pre.image_model else [])],
+        },
+        "class_names": list(spec.class_names),
+        "backend": served.backend.name,
+        "model_file": str(source.onnx_file) if source.onnx_file else str(source.package_dir / "model.safetensors"),
+        "export": served.export_record,
+        "model": meta.get("model"),
+        "parameters": meta.get("parameters"),
+        "kiln_version": meta.get("kiln_version"),
+        "limits": limits,
+    }
+
+
+def add_info_routes(app: Any, served: ServedModel, metrics: ServeMetrics, pre: Preprocessor,
+                    ready: Callable[[], bool], limits: dict[str, Any]) -> None:
+    info = metadata(served, pre, limits)
+
+    async def health() -> Response:
+        return json_response(200, {"status": "alive"})
+
+    async def is_ready() -> Response:
+        if ready():
+            return json_response(200, {"status": "ready"})
+        return json_response(503, {"status": "not ready: the model is loading or warming up"})
+
+    async def get_metadata() -> Response:
+        return json_response(200, info)
+
+    async def get_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/health", health, methods=["GET"], summary="The process is alive")
+    app.add_api_route("/ready", is_ready, methods=["GET"], summary="The model is loaded and warmed up",
+                      responses={503: {"description": "Still loading"}})
+    app.add_api_route("/metadata", get_metadata, methods=["GET"], summary="Model, input contract, export")
+    app.add_api_route("/metrics", get_metrics, methods=["GET"], summary="Prometheus metrics (text format)")

@@ -1,0 +1,106 @@
+"""Run the app with uvicorn, and stop it gracefully on SIGTERM.
+
+On SIGTERM (or SIGINT) the server stops accepting connections, lets requests in flight finish
+within ``grace_seconds``, runs the app's shutdown and returns; ``kiln serve`` then exits 0 for
+SIGTERM, as orchestrators expect of a clean stop. (uvicorn re-raises the captured signal after
+shutting down, which would end the process with 143; ``_Server`` keeps it captured instead.)
+
+With ``workers > 1`` uvicorn's supervisor starts that many processes sharing the socket; each one
+loads the model that ``prepare_model`` resolved once in the parent. Each worker keeps its own
+metrics, so ``/metrics`` shows the worker that answered the scrape (prometheus_client's
+multiprocess mode is not wired up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kiln.serve.model import ModelSource
+
+log = logging.getLogger("kiln.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_batch: int = 256
+    max_body_mb: float = 8.0
+    batch_wait_ms: float = 0.0
+    grace_seconds: float = 30.0
+    threads: int = 1
+    log_level: str = "warning"
+
+
+def build_app(source: ModelSource, options: ServeOptions) -> Any:
+    """The app factory uvicorn calls (in each worker): module level, so it can be pickled."""
+    from kiln.serve.app import create_app
+
+    return create_app(source, max_batch=options.max_batch, max_body_mb=options.max_body_mb,
+                      batch_wait_ms=options.batch_wait_ms, threads=options.threads)
+
+
+def serve(source: ModelSource, options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (0 after SIGTERM, 130 after SIGINT)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        functools.partial(build_app, source, options), factory=True, host=options.host,
+        port=options.port, workers=options.workers, log_level=options.log_level,
+        timeout_graceful_shutdown=math.ceil(options.grace_seconds), access_log=False,
+    )
+    if options.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+        return 0
+    server = _server_class()(config)
+    server.run()
+    if server.started is False and not server.received:
+        return 1  # startup failed (the port is taken, the app raised); uvicorn logged why
+    return 130 if signal.SIGINT in server.received else 0
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the stop signal after a graceful shutdown."""
+
+        received: list[int]
+
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.received = []
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+        def _on_signal(self, sig: int, frame: Any) -> None:
+            self.received.append(sig)
+            log.warning("received %s: finishing requests in flight, then stopping",
+                        signal.Signals(sig).name)
+            self.handle_exit(sig, frame)
+
+    return Server

@@ -1,0 +1,62 @@
+"""/metrics, parsed with prometheus_client's own parser, moves by exactly what was sent."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.serve.conftest import Server
+from tests.serve.helpers import digits_inputs, metric_samples
+
+
+def _scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{server.url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return metric_samples(response.text)
+
+
+def _requests(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], status: str) -> float:
+    return samples.get(("kiln_requests_total", (("endpoint", "/predict"), ("status", status))), 0.0)
+
+
+def test_counters_move_by_the_right_amounts(onnx_server: Server) -> None:
+    before = _scrape(onnx_server)
+    classes: list[str] = []
+    for seed in range(3):
+        response = httpx.post(f"{onnx_server.url}/predict", json={"instances": digits_inputs(2, seed).tolist()})
+        classes += response.json()["class_names"]
+    httpx.post(f"{onnx_server.url}/predict", json={"instances": []})  # 422
+    httpx.get(f"{onnx_server.url}/no-such-path")  # 404, counted as endpoint "other"
+    after = _scrape(onnx_server)
+
+    assert _requests(after, "200") - _requests(before, "200") == 3
+    assert _requests(after, "422") - _requests(before, "422") == 1
+    other = ("kiln_requests_total", (("endpoint", "other"), ("status", "404")))
+    assert after[other] - before.get(other, 0.0) == 1
+    for name in set(classes):
+        key = ("kiln_predictions_total", (("class", name),))
+        assert after[key] - before.get(key, 0.0) == classes.count(name)
+    assert after[("kiln_batch_size_count", ())] - before[("kiln_batch_size_count", ())] == 3
+    assert after[("kiln_batch_size_sum", ())] - before[("kiln_batch_size_sum", ())] == 6
+    duration = ("kiln_request_duration_seconds_count", (("endpoint", "/predict"),))
+    assert after[duration] - before[duration] == 4
+    assert after[("kiln_requests_in_progress", ())] == 1  # the scrape itself
+    info = [k for k in after if k[0] == "kiln_model_info"]
+    assert len(info) == 1 and dict(info[0][1])["backend"] == "onnx" and after[info[0]] == 1
+
+
+def test_micro_batching_groups_concurrent_requests(torch_server: Server) -> None:
+    """With --batch-wait-ms, concurrent single requests reach the model as fewer, larger batches."""
+    import concurrent.futures
+
+    before = _scrape(torch_server)
+    with httpx.Client() as client, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        rows = digits_inputs(1).tolist()
+        futures = [pool.submit(client.post, f"{torch_server.url}/predict", json={"instances": rows})
+                   for _ in range(32)]
+        assert all(f.result().status_code == 200 for f in futures)
+    after = _scrape(torch_server)
+    calls = after[("kiln_batch_size_count", ())] - before[("kiln_batch_size_count", ())]
+    rows_seen = after[("kiln_batch_size_sum", ())] - before[("kiln_batch_size_sum", ())]
+    assert rows_seen == 32
+    assert calls < 32  # some requests shared a model call
