@@ -16,12 +16,13 @@ class _Sums:
         self.sums: dict[str, Tensor] = {}
         self.count = 0
 
-    def add(self, name: str, value: Tensor) -> None:
-        value = value.detach().to(torch.float64)
-        if name in self.sums:
-            self.sums[name] += value
+    def add(self, name: str, value: Tensor, weight: float = 1.0) -> None:
+        """Add ``value * weight`` to the float64 sum: one in-place op per call, as this runs every step."""
+        total = self.sums.get(name)
+        if total is None:
+            self.sums[name] = value.detach().to(torch.float64, copy=True) * weight
         else:
-            self.sums[name] = value.clone()
+            total.add_(value.detach(), alpha=weight)
 
     def mean(self, name: str) -> float:
         if self.count == 0 or name not in self.sums:
@@ -49,7 +50,7 @@ class ClassificationMeter(_Sums):
             predicted = (outputs.detach().reshape(-1) > 0).to(targets.dtype)
         else:
             predicted = outputs.detach().argmax(dim=-1)
-        self.add("loss", loss.detach() * n)
+        self.add("loss", loss, weight=n)
         self.add("correct", (predicted == targets.reshape(predicted.shape)).sum())
         self.count += n
 
@@ -66,7 +67,7 @@ class RegressionMeter(_Sums):
     def update(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> None:
         n = targets.shape[0]
         error = outputs.detach().reshape(n, -1).float() - targets.reshape(n, -1).float()
-        self.add("loss", loss.detach() * n)
+        self.add("loss", loss, weight=n)
         self.add("abs", error.abs().mean(dim=1).sum())
         self.add("sq", error.pow(2).mean(dim=1).sum())
         self.count += n
