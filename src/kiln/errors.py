@@ -49,6 +49,10 @@ class SweepError(KilnError):
     """A sweep cannot start or go on: the study, its storage or its workers are not usable."""
 
 
+class DistributedError(KilnError):
+    """A process group could not be formed, or a rank failed or went missing."""
+
+
 class ServeError(KilnError):
     """The model server cannot start with what it was given."""
 

@@ -18,6 +18,7 @@ from kiln.cli import (
     eval_cmd,
     export_cmd,
     gate_cmd,
+    generate_cmd,
     models_cmd,
     registry_cmd,
     report_cmd,
@@ -34,6 +35,7 @@ from kiln.errors import KilnError
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
     sync_cmd, registry_cmd, ui_cmd, config_cmd, models_cmd, sweep_cmd, serve_cmd,
+    generate_cmd,
 )
 
 
@@ -71,13 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         interrupted = exc.exit_code in (130, 143)  # stopped by a signal, on purpose
-        print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
+        if not (interrupted and _other_rank()):  # every rank stops; one tells how to resume
+            print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _other_rank() -> bool:
+    """True in a torchrun worker other than rank 0 (read from the environment torchrun sets)."""
+    from kiln.distributed.env import launch_env
+
+    return launch_env().rank != 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""``kiln resume RUN_DIR [overrides] [--allow-config-change]``: continue a stopped run exactly."""
+"""``kiln resume RUN_DIR [overrides] [--allow-config-change] [--nproc N]``: continue a stopped run
+exactly (on N processes through torchrun with ``--nproc``; a different N warns that the data order
+then differs)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from kiln.distributed.launch import add_launch_args
 
 
 def add_parser(subparsers: Any) -> None:
@@ -12,15 +16,33 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--allow-config-change", action="store_true",
                         help="resume even when overrides change settings that alter the run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_launch_args(parser)
     parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    return resume_run(args.run_dir, args.overrides, args.allow_config_change, args.quiet)
+    return resume_run(args.run_dir, args.overrides, args.allow_config_change, args.quiet, args)
 
 
-def resume_run(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
+def resume_run(
+    path: str, overrides: list[str], allow_config_change: bool, quiet: bool,
+    launch_args: argparse.Namespace | None = None,
+) -> int:
+    """Resume ``path``; ``launch_args`` carrying ``--nproc N`` re-runs it on N processes."""
+    from kiln.distributed.launch import launch, wants_launch
+    from kiln.distributed.worker import worker_process
+
+    if launch_args is not None and wants_launch(launch_args):
+        argv = ["resume", str(path), *(["--quiet"] if quiet else []),
+                *(["--allow-config-change"] if allow_config_change else []), *overrides]
+        return launch(launch_args, argv, lambda run_id: None)
+    with worker_process():  # inside torchrun: errors reach its report; the group is left at exit
+        return _resume(path, overrides, allow_config_change, quiet)
+
+
+def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
     from kiln.cli.train_cmd import announce, report
+    from kiln.distributed import is_rank_zero
     from kiln.train import Trainer
     from kiln.train.resume import plan_resume
 
@@ -29,7 +51,8 @@ def resume_run(path: str, overrides: list[str], allow_config_change: bool, quiet
         print(plan.finished_message)
         return 0
     assert plan.checkpoint is not None
-    print(f"resuming {plan.run_dir} from checkpoint {plan.checkpoint.path.name}", flush=True)
+    if is_rank_zero():
+        print(f"resuming {plan.run_dir} from checkpoint {plan.checkpoint.path.name}", flush=True)
     trainer = Trainer(plan.config, callbacks=[announce()], quiet=quiet,
                       resume_from=plan.checkpoint, run_dir=plan.run_dir)
     return report(trainer.fit())

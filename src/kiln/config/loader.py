@@ -105,7 +105,9 @@ def describe_error(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         allowed = sorted(_fields_at(loc[:-1]))
         prefix = ".".join(loc[:-1])
-        hint = did_you_mean(loc[-1], allowed, prefix=f"{prefix}." if prefix else "")
+        # the very key in another section beats a near miss here (warmup_steps vs max_steps)
+        hint = _elsewhere(loc[-1], cutoff=1.0)
+        hint = hint or did_you_mean(loc[-1], allowed, prefix=f"{prefix}." if prefix else "")
         if not hint:  # maybe the key exists, but in another section
             hint = _elsewhere(loc[-1])
         return f"{dotted}: unknown key.{hint} Allowed here: {', '.join(allowed)}"
@@ -115,11 +117,11 @@ def describe_error(err: Any) -> str:
     return f"{dotted}: {message} (received {received})"
 
 
-def _elsewhere(key: str) -> str:
+def _elsewhere(key: str, cutoff: float = 0.8) -> str:
     """A did-you-mean naming the full path of a same-named (or close) key in another section."""
     paths = _all_paths(KilnConfig)
     leaves = sorted({p.rsplit(".", 1)[-1] for p in paths})
-    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=cutoff)
     if not close:
         return ""
     where = [p for p in paths if p.rsplit(".", 1)[-1] == close[0]]

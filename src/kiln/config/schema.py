@@ -40,6 +40,12 @@ class SyntheticConfig(Section):
     noise: float = Field(0.5, ge=0)  # std of Gaussian noise around each class prototype
 
 
+class TextConfig(Section):
+    block_size: int = Field(128, ge=1)  # characters per training window (the context length)
+    # where `data.download: true` fetches the file from when data.path is missing (users online)
+    url: str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
 class DataConfig(Section):
     name: str = "digits"  # a catalog dataset (see `kiln datasets`); a label when `target` is set
     target: str | None = None  # your own dataset builder, "package.module:function"
@@ -52,15 +58,19 @@ class DataConfig(Section):
     normalize: bool = True  # scale inputs (pixels to mean 0 / std 1 of the training split)
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     target_column: str = "target"  # csv: the column holding the label or value
-    task: Literal["auto", "classification", "binary", "regression"] = "auto"  # csv: auto infers
+    # csv: auto infers; text: auto means language_modeling (next-character prediction)
+    task: Literal["auto", "classification", "binary", "regression", "language_modeling"] = "auto"
     val_path: Path | None = None  # csv: an explicit validation file instead of val_fraction
     test_path: Path | None = None  # csv: an explicit test file instead of test_fraction
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    text: TextConfig = Field(default_factory=TextConfig)  # text: a UTF-8 file at data.path
 
     @model_validator(mode="after")
     def _check_name(self) -> DataConfig:
         if self.target is None and self.name not in DATASETS:
             raise ValueError(DATASETS.unknown_message(self.name) + _OWN)
+        if self.task == "language_modeling" and self.target is None and self.name != "text":
+            raise ValueError(f"data.task language_modeling needs data.name text, not {self.name!r}")
         return self
 
 
@@ -76,6 +86,12 @@ class ModelConfig(Section):
     pool: Literal["max", "avg", "none"] = "max"  # cnn: 2x2 pooling after each conv block
     conv_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # cnn: dropout after the conv blocks
     batch_norm: bool = False  # batch norm after each conv / dense layer
+    d_model: int = Field(128, ge=1)  # transformer: width of token embeddings and residual stream
+    n_heads: int = Field(4, ge=1)  # transformer: attention heads (must divide d_model)
+    n_layers: int = Field(4, ge=1)  # transformer: decoder blocks
+    d_ff: int | None = Field(None, ge=1)  # transformer: MLP hidden width; null: 4 * d_model
+    block_size: int | None = Field(None, ge=1)  # transformer: longest context; null: data's
+    tie_weights: bool = True  # transformer: output layer shares the token embedding matrix
 
     @model_validator(mode="after")
     def _check_name(self) -> ModelConfig:
@@ -126,6 +142,9 @@ class TrainingConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: float | None = Field(None, gt=0)  # clip the global gradient norm to this value
     grad_accum: int = Field(1, ge=1)  # micro-batches accumulated per optimizer step
+    max_steps: int | None = Field(None, ge=1)  # stop after N optimizer steps (epochs then ignored)
+    eval_every_n_steps: int | None = Field(None, ge=1)  # also validate every N steps (null: epochs only)
+    eval_batches: int | None = Field(None, ge=1)  # validation batches per evaluation (null: all)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the forward pass
     early_stopping: EarlyStoppingConfig | None = None  # off unless given (e.g. ...patience=5)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -188,6 +207,16 @@ class GateConfig(Section):
     require: list[str] = Field(default_factory=list)
 
 
+class DistributedConfig(Section):
+    # Read only when several processes train one run (kiln train --nproc N, or torchrun).
+    # k below = effective batch / (training.batch_size x grad_accum): the growth of the batch
+    # over a single-process run of the same config (k = world size for per_process, 1 for global).
+    batch_size: Literal["per_process", "global"] = "per_process"  # training.batch_size is per process, or split across processes
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # lr x k (linear, Goyal et al.) or x sqrt(k)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when CUDA is used, gloo on CPU
+    timeout: float = Field(300.0, gt=0)  # seconds a collective waits for a missing rank before failing
+
+
 class KilnConfig(Section):
     """The whole resolved config of one run."""
 
@@ -198,3 +227,4 @@ class KilnConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)

@@ -95,7 +95,10 @@ def _spec_problems(spec: object) -> list[str]:
     if not isinstance(spec, DataSpec):
         return [f"spec is {type(spec).__name__}, expected kiln.data.DataSpec"]
     problems = []
-    allowed = {"classification": (2, math.inf), "binary": (2, 2), "regression": (1, 1)}
+    allowed = {
+        "classification": (2, math.inf), "binary": (2, 2), "regression": (1, 1),
+        "language_modeling": (2, math.inf),
+    }
     if spec.task not in allowed:
         problems.append(f"spec.task is {spec.task!r}; allowed: {', '.join(allowed)}")
     elif not allowed[spec.task][0] <= spec.num_classes <= allowed[spec.task][1]:
@@ -126,6 +129,10 @@ def _sample_problems(sample: object, spec: DataSpec) -> list[str]:
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         return [f"train[0] input is {got}; spec.input_shape says {list(spec.input_shape)}"]
     target = torch.as_tensor(y)
+    if spec.task == "language_modeling":  # next-token targets: one token id per input position
+        if target.shape != x.shape or target.is_floating_point():
+            return [f"train[0] target must be token ids shaped like the input {list(x.shape)}"]
+        return []
     if spec.task == "regression":
         return [] if target.is_floating_point() else [f"regression target {y!r} must be a float"]
     if target.is_floating_point() or target.numel() != 1 or not 0 <= int(target) < spec.num_classes:

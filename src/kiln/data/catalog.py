@@ -20,3 +20,4 @@ DATASETS.register(
 )
 DATASETS.register("csv", "kiln.data.tabular:build", "a CSV file with a target column")
 DATASETS.register("synthetic", "kiln.data.synthetic:build", "deterministic generated data")
+DATASETS.register("text", "kiln.data.text:build", "a UTF-8 text file for character-level language modeling")

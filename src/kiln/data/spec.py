@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-Task = Literal["classification", "binary", "regression"]
+Task = Literal["classification", "binary", "regression", "language_modeling"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class DataSpec:
     name: str
     task: Task
     input_shape: tuple[int, ...]
-    num_classes: int  # classification: classes; binary: 2; regression: 1
+    num_classes: int  # classification: classes; binary: 2; regression: 1; LM: vocabulary size
+    # language_modeling: class_names is the vocabulary (one character per token id)
     class_names: tuple[str, ...] = ()
     input_dtype: str = "float32"
     mean: tuple[float, ...] = ()

@@ -103,7 +103,9 @@ def _measure(root: Path, missing: set[str], split: str) -> list[str]:
         from kiln.models.package import load_package
 
         package = load_package(root)
-        measure_cost(root, package.model, package.spec.input_shape)
+        spec = package.spec
+        measure_cost(root, package.model, spec.input_shape,
+                     spec.num_classes if spec.task == "language_modeling" else None)
         done.append("inference cost")
     return done
 

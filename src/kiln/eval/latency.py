@@ -32,14 +32,20 @@ def measure_latency(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     warmup: int = WARMUP,
     iterations: int = ITERATIONS,
+    vocab_size: int | None = None,
 ) -> dict[str, float]:
-    """``latency_b<B>_p50_ms`` and ``latency_b<B>_p99_ms`` (per sample) for each batch size."""
+    """``latency_b<B>_p50_ms`` and ``latency_b<B>_p99_ms`` (per sample) for each batch size.
+
+    Inputs are random normal, or random token ids below ``vocab_size`` for a language model."""
     model.eval()
     generator = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
     with torch.inference_mode():
         for batch in batch_sizes:
-            x = torch.randn(batch, *input_shape, generator=generator)
+            if vocab_size is None:
+                x = torch.randn(batch, *input_shape, generator=generator)
+            else:
+                x = torch.randint(vocab_size, (batch, *input_shape), generator=generator)
             for _ in range(warmup):
                 model(x)
             times = np.empty(iterations)
@@ -58,10 +64,11 @@ def model_cost(
     input_shape: Sequence[int],
     weights: Path,
     iterations: int = ITERATIONS,
+    vocab_size: int | None = None,
 ) -> dict[str, float]:
     """Latency (see :func:`measure_latency`), ``size_mb`` of ``weights`` (10^6 bytes) and
     ``parameters`` (all of them, trainable or not: a frozen layer costs the same to run)."""
-    cost = measure_latency(model, input_shape, iterations=iterations)
+    cost = measure_latency(model, input_shape, iterations=iterations, vocab_size=vocab_size)
     if "latency_b1_p50_ms" in cost:
         cost["latency_p50_ms"] = cost["latency_b1_p50_ms"]
         cost["latency_p99_ms"] = cost["latency_b1_p99_ms"]

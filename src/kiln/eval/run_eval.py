@@ -73,11 +73,14 @@ def evaluate_run(
     write_json(out, metrics)
     if plots:
         artifacts += _curves(root, eval_dir)
-    costs = measure_cost(root, package.model, data.spec.input_shape) if cost else {}
+    vocab = data.spec.num_classes if data.spec.task == "language_modeling" else None  # token ids
+    costs = measure_cost(root, package.model, data.spec.input_shape, vocab) if cost else {}
     return EvalResult(root, split, metrics, out, costs, artifacts)
 
 
-def measure_cost(root: Path, model: Any, input_shape: Sequence[int]) -> dict[str, float]:
+def measure_cost(
+    root: Path, model: Any, input_shape: Sequence[int], vocab_size: int | None = None
+) -> dict[str, float]:
     """Latency, size and parameters of the run's model, written to ``<run>/eval/cost.json``.
 
     Timed on the CPU (where kiln's models are served) with the current torch thread count.
@@ -88,7 +91,7 @@ def measure_cost(root: Path, model: Any, input_shape: Sequence[int]) -> dict[str
     from kiln.models.package import WEIGHTS, resolve_package_dir
     from kiln.runs.layout import write_json
 
-    costs = model_cost(model.cpu(), input_shape, resolve_package_dir(root) / WEIGHTS)
+    costs = model_cost(model.cpu(), input_shape, resolve_package_dir(root) / WEIGHTS, vocab_size=vocab_size)
     (root / "eval").mkdir(exist_ok=True)
     write_json(root / "eval" / "cost.json", {
         "metrics": costs, "device": "cpu", "threads": torch.get_num_threads(),
@@ -124,6 +127,8 @@ def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: d
     from kiln.eval.artifacts import classification_files
     from kiln.eval.metrics import classification_report, regression_metrics
 
+    if spec.task == "language_modeling":  # the meter's loss, perplexity and accuracy say it all
+        return []
     if spec.task == "regression":
         extra = regression_metrics(predictions.outputs, predictions.targets)
         metrics.update({f"{split}_{k}": v for k, v in extra.items() if f"{split}_{k}" not in metrics})

@@ -52,13 +52,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
     """Write ``model`` as ONNX to ``path`` (one self-contained file) and check it."""
     require("onnxscript", "export")
     onnx = require("onnx", "export")
-    batch = torch.export.Dim("batch", min=1)
     try:
         with quiet_exporter(), torch.no_grad():
             torch.onnx.export(
                 model, (example,), str(path), dynamo=True, verbose=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), opset_version=opset, external_data=False,
+                dynamic_shapes=(dynamic_axes(example),), opset_version=opset, external_data=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean the same to a user
         raise ExportError(f"ONNX export failed: {_first_line(exc)}") from exc
@@ -66,6 +65,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported ONNX model is invalid: {_first_line(exc)}") from exc
+
+
+def dynamic_axes(example: torch.Tensor) -> dict[int, Any]:
+    """The batch axis is always dynamic; so is the sequence axis of token ids ``[batch, seq]``
+    (any length up to the example's, which is the model's context)."""
+    axes: dict[int, Any] = {0: torch.export.Dim("batch", min=1)}
+    if example.ndim == 2 and not example.is_floating_point():
+        axes[1] = torch.export.Dim("seq", min=1, max=example.shape[1])
+    return axes
 
 
 def onnx_opset(path: Path) -> int | None:

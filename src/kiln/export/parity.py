@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from kiln.export.tolerance import BATCH_SIZES, Tolerance
 
-Array = npt.NDArray[np.float32]
-Runner = Callable[[Array], Array]  # a batch of inputs in, the model's outputs out (both float32)
+# inputs are float32, or int64 token ids for language models; outputs are float32
+Array = npt.NDArray[Any]
+Runner = Callable[[Array], Array]  # a batch of inputs in, the model's outputs out
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class ParityResult:
 
 def predicted(outputs: Array, task: str) -> npt.NDArray[np.int64] | None:
     """Predicted classes from raw outputs, as the task defines them (None for regression)."""
-    if task == "classification":
+    if task in ("classification", "language_modeling"):  # LM: the next token at every position
         classes: npt.NDArray[np.int64] = outputs.argmax(axis=-1).astype(np.int64)
         return classes
     if task == "binary":

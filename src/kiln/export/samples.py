@@ -30,6 +30,7 @@ def held_out_inputs(root: Path, spec: DataSpec, count: int) -> tuple[Array, str]
         reason = f"random normal inputs of shape {list(spec.input_shape)}: the run's data could not be rebuilt ({exc})"
         log.warning("parity check uses %s", reason)
         return random_inputs(spec, count), reason
+    inputs = inputs.astype(spec.input_dtype)  # LM token ids stay integers
     if tuple(inputs.shape[1:]) != spec.input_shape:
         reason = (f"random normal inputs of shape {list(spec.input_shape)}: the rebuilt data has "
                   f"shape {list(inputs.shape[1:])}, not the model's")
@@ -41,6 +42,8 @@ def held_out_inputs(root: Path, spec: DataSpec, count: int) -> tuple[Array, str]
 def random_inputs(spec: DataSpec, count: int) -> Array:
     # Inputs are normalized to mean 0 / std 1 by kiln's datasets, so N(0, 1) is the right scale.
     rng = np.random.default_rng(RANDOM_SEED)
+    if spec.task == "language_modeling":  # token ids: uniform over the vocabulary
+        return rng.integers(0, spec.num_classes, (count, *spec.input_shape), dtype=np.int64)
     return rng.standard_normal((count, *spec.input_shape)).astype(np.float32)
 
 
@@ -59,5 +62,5 @@ def _from_data(root: Path, count: int) -> tuple[Array, str]:
         if split is not None and len(split) > 0:  # type: ignore[arg-type]
             n = min(count, len(split))  # type: ignore[arg-type]
             batch = torch.stack([torch.as_tensor(split[i][0]) for i in range(n)])
-            return batch.float().numpy(), f"{name} split ({n} samples)"
+            return batch.numpy(), f"{name} split ({n} samples)"
     raise KilnError("the dataset has neither a test nor a validation split")

@@ -18,10 +18,11 @@ from kiln.export.parity import Array, Runner
 
 def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Trace ``model`` with ``torch.export.export`` and save the program to ``path`` (.pt2)."""
-    batch = torch.export.Dim("batch", min=1)
+    from kiln.export.onnx import dynamic_axes
+
     try:
         with torch.no_grad():
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            program = torch.export.export(model, (example,), dynamic_shapes=(dynamic_axes(example),))
         torch.export.save(program, str(path))
     except Exception as exc:  # torch.export raises many types; all mean the same to a user
         first = str(exc).strip().splitlines()

@@ -25,3 +25,9 @@ MODELS.register(
     "conv blocks ('valid' padding) with pooling, then dense layers",
     ("filters", "kernel_size", "pool", "conv_dropout", "hidden", "dropout", "activation", "batch_norm"),
 )
+MODELS.register(
+    "transformer",
+    "kiln.models.transformer:build",
+    "decoder-only transformer over token ids (causal fused attention), for language modeling",
+    ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "block_size", "tie_weights"),
+)

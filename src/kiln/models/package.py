@@ -41,7 +41,8 @@ def save_model_package(
     from kiln.runs.layout import write_json
 
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # a copy per tensor: tied weights (one tensor under two names) are refused by safetensors
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
     meta = {
         "format_version": FORMAT_VERSION,

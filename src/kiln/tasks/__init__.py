@@ -15,6 +15,10 @@ __all__ = ["Meter", "Task", "build_task"]
 
 def build_task(spec: DataSpec, loss_cfg: LossConfig) -> Task:
     """The task for a DataSpec (imported lazily: ``import kiln.tasks`` stays light)."""
+    if spec.task == "language_modeling":
+        from kiln.tasks.language_modeling import LanguageModelingTask
+
+        return LanguageModelingTask(spec, loss_cfg)
     from kiln.tasks.supervised import SupervisedTask
 
     return SupervisedTask(spec, loss_cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Any
 
 import torch
@@ -26,13 +27,17 @@ def evaluate(
     task: Task,
     device: torch.device,
     precision: str = "fp32",
+    max_batches: int | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` over ``loader`` (keys as the task names them: loss, accuracy, ...)."""
+    """Metrics of ``model`` over ``loader`` (keys as the task names them: loss, accuracy, ...).
+
+    ``max_batches`` caps the pass (``training.eval_batches``): always the first batches, so
+    every evaluation of a run scores the same samples and the figures stay comparable."""
     was_training = model.training
     model.eval()
     meter = task.meter()
     try:
-        for batch in loader:
+        for batch in itertools.islice(loader, max_batches):
             inputs, targets = task.split_batch(batch)
             inputs, targets = inputs.to(device), targets.to(device)
             with autocast(device, precision):

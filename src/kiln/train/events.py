@@ -3,13 +3,14 @@
 The loop, in pseudo-code (each ``-> event`` is a dispatch to every callback's ``on_<event>(state)``)::
 
     -> fit_start
-    for epoch in epochs (from state.epoch, so a resumed run continues):
+    for epoch in epochs (from state.epoch, so a resumed run continues; or until training.max_steps):
         -> epoch_start
         for batch in the epoch's remaining batches (from state.batch_in_epoch):
             -> batch_start
             forward, loss, backward; every grad_accum batches: clip, optimizer step
             -> batch_end                    (state.batch_loss, state.optimizer_stepped)
-            stop the epoch if state.stop_requested
+            (every training.eval_every_n_steps: validation at step scope, inside batch_end)
+            stop the epoch if state.stop_requested or training.max_steps is reached
         -> validation_start
         evaluate on the validation split
         -> validation_end                   (state.metrics holds train_* and val_*)

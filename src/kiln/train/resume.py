@@ -21,6 +21,7 @@ log = logging.getLogger("kiln")
 # Changes that cannot make the resumed run differ from what the checkpoint started.
 SAFE_CHANGES = (
     "training.epochs",
+    "training.max_steps",
     "training.eval_batch_size",
     "run.progress",
     "data.num_workers",
@@ -31,6 +32,8 @@ SAFE_CHANGES = (
     "checkpoint.every_n_steps",
     "checkpoint.save_last",
     "checkpoint.async_save",
+    "distributed.timeout",  # how long a collective waits, and which library carries it: same maths
+    "distributed.backend",
 )
 
 
@@ -90,7 +93,14 @@ def plan_resume(path: str | Path, overrides: Sequence[str] = (), allow_config_ch
     done_epochs = int(checkpoint.meta["epoch"])
     if status == "stopped_early" or status == "failed":
         return ResumePlan(run_dir, new, None, f"{run_dir.name} already finished ({status}: {summary.get('stop_reason')}); nothing to resume")
-    if status == "completed" and done_epochs >= new.training.epochs:
+    max_steps, done_steps = new.training.max_steps, int(checkpoint.meta["global_step"])
+    if status == "completed" and max_steps is not None and done_steps >= max_steps:
+        return ResumePlan(
+            run_dir, new, None,
+            f"{run_dir.name} already finished all {done_steps} steps; nothing to resume "
+            f"(to train longer: kiln resume {run_dir} training.max_steps=N)",
+        )
+    if status == "completed" and max_steps is None and done_epochs >= new.training.epochs:
         return ResumePlan(
             run_dir, new, None,
             f"{run_dir.name} already finished all {done_epochs} epochs; nothing to resume "

@@ -10,7 +10,9 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kiln import distributed
 from kiln.data.build import build_data
+from kiln.distributed.rundir import shared_run_dir
 from kiln.models.build import build_model, count_parameters
 from kiln.models.package import save_model_package
 from kiln.runs.layout import RunPaths, write_json
@@ -31,19 +33,22 @@ log = logging.getLogger("kiln")
 def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     """Seed, build data and model, set up the run directory, and restore a checkpoint if resuming."""
     cfg = trainer.config
+    rank = distributed.setup(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     device = resolve_device(cfg.run.device)
     data = trainer.data_override if trainer.data_override is not None else build_data(cfg.data, cfg.run.seed)
     model = trainer.model_override if trainer.model_override is not None else build_model(cfg.model, data.spec)
+    distributed.seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
     checkpoint = trainer.resume_from
     if checkpoint is None:
-        paths = new_run_dir(cfg)
+        paths = shared_run_dir(lambda: new_run_dir(cfg), cfg.run.output_dir)  # rank 0 creates it
     else:
         assert trainer.run_dir is not None, "resuming needs the run directory"
         paths = RunPaths(trainer.run_dir)
-        write_config(paths, cfg)
-        cut_logs(paths, checkpoint)
-    show_progress = cfg.run.progress and not trainer.quiet and _is_terminal()
+        if rank.is_zero:
+            write_config(paths, cfg)
+            cut_logs(paths, checkpoint)
+    show_progress = cfg.run.progress and not trainer.quiet and _is_terminal() and rank.is_zero
     c = build_components(cfg, data, model, device, paths, trainer.extra_callbacks, show_progress)
     c.environment["model_source"] = _model_source(cfg, trainer)
     state = TrainState(
@@ -56,8 +61,10 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     )
     state.extras["parameters"] = count_parameters(c.model)
     state.extras["started_at"] = _now()
+    state.extras["batch"] = distributed.batch_plan(cfg, rank.size).to_dict()
     if checkpoint is not None:
-        c.tracker.replay(read_events(paths.events))
+        if rank.is_zero:
+            c.tracker.replay(read_events(paths.events))
         snapshot.restore(c, state, checkpoint)  # last: it puts back the RNG states
         c.tracker.log_event("resumed", {
             "checkpoint": checkpoint.path.name, "epoch": state.epoch,
@@ -94,6 +101,8 @@ def finish(
 ) -> dict[str, Any]:
     """Save the model package and summary.json, hand artifacts to the trackers, close them (within
     tracking.close_timeout), then register the model when tracking.register asks for it."""
+    if not distributed.is_rank_zero():  # the other ranks of a distributed run write nothing
+        return build_summary(c, state, started, test_metrics)
     if c.checkpoints is not None:
         c.checkpoints.close()  # waits for an asynchronous save to commit
     if save_model:
@@ -138,13 +147,13 @@ def _register(c: Components, register: Any) -> dict[str, Any]:
 
 
 def _example(c: Components) -> Any:
-    """Two real input samples (as a NumPy array) for the MLflow signature and input example."""
+    """Two real input samples (as a NumPy array of the spec's dtype) for the MLflow signature and input example."""
     import numpy as np
 
     loader = c.test_loader or c.val_loader or c.train_loader
     dataset = loader.dataset
     samples = [c.task.split_batch(dataset[i])[0] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
-    return np.stack([s.cpu().numpy() for s in samples]).astype(np.float32)
+    return np.stack([s.cpu().numpy() for s in samples]).astype(c.spec.input_dtype)  # LM: int64 ids
 
 
 def build_summary(c: Components, state: TrainState, started: float, test_metrics: dict[str, float]) -> dict[str, Any]:
@@ -168,12 +177,14 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
         "epochs_trained": len(history),
         "max_epochs": cfg.training.epochs,
         "global_step": state.global_step,
+        "max_steps": cfg.training.max_steps,  # set: a step-based run (epochs then ignored)
         "best_epoch": best.get("epoch"),
         "best": best,
         "restored_best_epoch": state.extras.get("restored_best_epoch"),
         "final": history[-1] if history else {},
         "test": test_metrics,
         "parameters": state.extras["parameters"],
+        "batch": state.extras.get("batch"),  # world size, effective batch, lr scaling
         "config_hash": c.config_hash,
         "last_checkpoint": state.extras.get("last_checkpoint"),
         "durations": {

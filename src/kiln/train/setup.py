@@ -6,7 +6,7 @@ Kept apart from the loop so the Trainer only runs the loop and dispatches events
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from kiln.config.loader import config_hash, to_yaml
 from kiln.config.schema import KilnConfig
 from kiln.data.fingerprint import fingerprint
 from kiln.data.spec import DataBundle, DataSpec
+from kiln.distributed import batch_plan, world
 from kiln.runs.environment import capture_environment
 from kiln.runs.layout import RunPaths, create_run_dir, read_json, write_json, write_text
 from kiln.tasks import Task, build_task
@@ -52,6 +53,7 @@ class Components:
     checkpoints: CheckpointManager | None
     callbacks: list[Callback] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    train_model: nn.Module | None = None  # the DDP wrapper the loop trains through (several processes)
 
 
 def make_loader(
@@ -104,24 +106,41 @@ def build_components(
     task.to(device)
     t = cfg.training
     workers = cfg.data.num_workers
-    sampler = EpochSampler(len(data.train), cfg.run.seed)  # type: ignore[arg-type]
-    train_loader = make_loader(data.train, t.batch_size, workers, sampler)
+    # Several processes (torchrun): each trains on its shard, only rank 0 writes (kiln.distributed).
+    rank = world()
+    plan = batch_plan(cfg, rank.size)
+    if rank.distributed:
+        from kiln.distributed.meters import ReducingTask
+
+        task = ReducingTask(task)  # metrics are reduced over ranks as sums before they are logged
+    sampler = EpochSampler(len(data.train), cfg.run.seed, rank=rank.rank, world_size=rank.size)  # type: ignore[arg-type]
+    train_loader = make_loader(data.train, plan.per_process_batch, workers, sampler)
     optimizer = build_optimizer(model, t)
+    for group in optimizer.param_groups:  # distributed.lr_scaling (factor 1 unless asked for)
+        group["lr"] *= plan.lr_factor
     steps_per_epoch = -(-len(train_loader) // t.grad_accum)
-    scheduler = build_scheduler(optimizer, t.scheduler, steps_per_epoch * t.epochs)
+    total_steps = t.max_steps if t.max_steps is not None else steps_per_epoch * t.epochs
+    scheduler = build_scheduler(optimizer, t.scheduler, total_steps)
 
     digest = config_hash(cfg)
     # A resumed run keeps the environment it was started with; capturing it (every package's
     # metadata) again would only be thrown away.
     resumed = paths.environment.exists()
-    environment = read_json(paths.environment) if resumed else capture_environment(cfg.run.seed, str(device))
+    environment = read_json(paths.environment) if resumed else (
+        capture_environment(cfg.run.seed, str(device)) if rank.is_zero else {}
+    )
     environment["config_hash"] = digest
     environment["data_fingerprint"] = fingerprint(data)
-    if not resumed:
-        write_json(paths.environment, environment)
-    jsonl = JsonlTracker(paths.events)
-    factories = build_trackers(cfg, paths.logs, paths.root.name, run_tags(environment, paths))
-    tracker = MultiTracker(jsonl, factories, cfg.tracking.queue_size)
+    if rank.is_zero:
+        if not resumed:
+            write_json(paths.environment, environment)
+        jsonl = JsonlTracker(paths.events)
+        factories = build_trackers(cfg, paths.logs, paths.root.name, run_tags(environment, paths))
+        tracker = MultiTracker(jsonl, factories, cfg.tracking.queue_size)
+    else:
+        from kiln.distributed.rank_zero import NullTracker
+
+        tracker = NullTracker()
 
     c = Components(
         cfg, digest, device, data.spec, model, task, optimizer, sampler, train_loader,
@@ -129,17 +148,27 @@ def build_components(
         _optional_loader(data.test, t.eval_batch_size, workers),
         paths, tracker, None, environment=environment,
     )
+    if rank.distributed:
+        from kiln.distributed.agreement import SignalAgreement
+        from kiln.distributed.ddp import wrap_model
+        from kiln.distributed.meters import shard_loader
+
+        c.val_loader, c.test_loader = shard_loader(c.val_loader), shard_loader(c.test_loader)
+        c.train_model = wrap_model(model, device)
+        c.callbacks.append(SignalAgreement())
     c.callbacks.append(NanGuard())
     if scheduler is not None:
         c.callbacks.append(LRSchedule(scheduler, t.scheduler))
     if t.early_stopping is not None:
         c.callbacks.append(EarlyStopping(t.early_stopping))
+    if t.eval_every_n_steps is not None:
+        c.callbacks.append(_step_evaluation(c))
     c.callbacks.extend(extra_callbacks)
     if cfg.checkpoint.enabled:
-        c.checkpoints = _checkpoint_manager(cfg, paths)
-        c.callbacks.append(_checkpointing(c, jsonl))
+        c.checkpoints = _checkpoint_manager(cfg, paths, rank.is_zero)
+        c.callbacks.append(_checkpointing(c, jsonl.tell if rank.is_zero else lambda: 0))
     c.callbacks.append(TrackingCallback(tracker, cfg.tracking.log_every_n_steps, cfg.model_dump(mode="json")))
-    if cfg.tracking.system_metrics:
+    if cfg.tracking.system_metrics and rank.is_zero:
         c.callbacks.append(SystemMetrics(tracker, cfg.tracking.system_metrics_interval))
     if show_progress:
         c.callbacks.append(ProgressBar())
@@ -162,12 +191,32 @@ def run_tags(environment: dict[str, Any], paths: RunPaths) -> dict[str, str]:
     return tags
 
 
-def _checkpoint_manager(cfg: KilnConfig, paths: RunPaths) -> CheckpointManager:
+def _step_evaluation(c: Components) -> Callback:
+    from kiln.errors import ConfigError
+    from kiln.train.callbacks.step_eval import StepEvaluation
+
+    t = c.config.training
+    if c.val_loader is None or t.eval_every_n_steps is None:
+        raise ConfigError(
+            "training.eval_every_n_steps needs a validation split; set data.val_fraction > 0 "
+            "or unset training.eval_every_n_steps"
+        )
+    return StepEvaluation(
+        t.eval_every_n_steps, t.eval_batches, c.val_loader, c.task, c.device, t.precision,
+        c.tracker, c.paths.logs / "samples.jsonl" if world().is_zero else None,  # rank 0 writes
+    )
+
+
+def _checkpoint_manager(cfg: KilnConfig, paths: RunPaths, writes: bool = True) -> CheckpointManager:
     k = cfg.checkpoint
+    if not writes:  # ranks other than 0 take part in capturing a checkpoint but write nothing
+        from kiln.distributed.rank_zero import NullCheckpointManager
+
+        return NullCheckpointManager(paths.checkpoints, k.mode)
     return CheckpointManager(paths.checkpoints, k.keep_best_n, k.keep_last_n, k.mode, k.async_save)
 
 
-def _checkpointing(c: Components, jsonl: JsonlTracker) -> Checkpointing:
+def _checkpointing(c: Components, events_offset: Callable[[], int]) -> Checkpointing:
     from kiln.train import snapshot
 
     assert c.checkpoints is not None
@@ -178,7 +227,7 @@ def _checkpointing(c: Components, jsonl: JsonlTracker) -> Checkpointing:
             "config_hash": c.config_hash,
             "git_commit": git.get("commit"),
             "timestamp": time.time(),
-            "events_offset": jsonl.tell(),
+            "events_offset": events_offset(),
         }
 
     return Checkpointing(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kiln.distributed.resume import restore_rank_state
+from kiln.distributed.rng import capture_all
 from kiln.errors import CheckpointError
 from kiln.train.callback import Callback
-from kiln.train.rng import capture_rng, restore_rng
 
 if TYPE_CHECKING:
     from kiln.checkpoint import Checkpoint
@@ -39,7 +40,7 @@ def capture(c: Components, state: TrainState) -> dict[str, Any]:
     }
     return {
         "counters": state.counters(),
-        "rng": capture_rng(),
+        "rng": capture_all(),  # every rank's, when distributed
         "callbacks": {key: cb.state_dict() for key, cb in callback_keys(c.callbacks).items()},
         "meter": state.train_meter.state_dict() if state.train_meter is not None and state.batch_in_epoch else None,
         "grads": grads,
@@ -68,4 +69,4 @@ def restore(c: Components, state: TrainState, checkpoint: Checkpoint) -> None:
     params = dict(c.model.named_parameters())
     for name, grad in trainer["grads"].items():
         params[name].grad = grad.to(params[name].device)
-    restore_rng(trainer["rng"])
+    restore_rank_state(c, state, trainer)  # this rank's RNG; remaps the position if the world size changed

@@ -152,9 +152,9 @@ class Trainer:
 
     def _loop(self, c: Components, state: TrainState) -> None:
         t = self.config.training
-        while state.epoch < t.epochs and not state.stop_requested:
+        while _more_to_train(t, state) and not state.stop_requested:
             epoch_started = time.perf_counter()
-            c.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * t.batch_size)
+            c.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * (c.train_loader.batch_size or t.batch_size))
             if state.train_meter is None:
                 state.train_meter = c.task.meter()
             meter = state.train_meter
@@ -167,7 +167,7 @@ class Trainer:
             metrics.update({f"train_{k}": v for k, v in meter.compute().items()})
             self._fire(Event.VALIDATION_START)
             if c.val_loader is not None:
-                val = evaluate(c.model, c.val_loader, c.task, c.device, t.precision)
+                val = evaluate(c.model, c.val_loader, c.task, c.device, t.precision, t.eval_batches)
                 metrics.update({f"val_{k}": v for k, v in val.items()})
             metrics["lr"] = c.optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - epoch_started
@@ -183,7 +183,8 @@ class Trainer:
 
     def _train_epoch(self, c: Components, state: TrainState, meter: Any) -> None:
         t = self.config.training
-        model, optimizer, task, device = c.model, c.optimizer, c.task, c.device
+        model = c.train_model if c.train_model is not None else c.model  # DDP when distributed
+        optimizer, task, device = c.optimizer, c.task, c.device
         accum = t.grad_accum
         l2_weights = weight_matrices(model) if t.l2 > 0 else []
         batches = state.steps_per_epoch
@@ -208,8 +209,8 @@ class Trainer:
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
             elif window_done:
-                if t.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                if t.grad_clip is not None:  # the pre-clip norm is logged with the step metrics
+                    state.extras["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
@@ -219,9 +220,16 @@ class Trainer:
             if finite:
                 meter.update(outputs, targets, loss)
             self._fire(Event.BATCH_END)
-            if state.stop_requested:
+            if state.stop_requested or not _more_to_train(t, state):
                 return
             self._checkpoint_if_requested(state)
+
+
+def _more_to_train(t: Any, state: TrainState) -> bool:
+    """Step-based (``training.max_steps``) or epoch-based: is there training left to do?"""
+    if t.max_steps is not None:
+        return bool(state.global_step < t.max_steps)
+    return bool(state.epoch < t.epochs)
 
 
 def _final_status(state: TrainState) -> str:

@@ -28,7 +28,10 @@ class TrackingCallback(Callback):
         if state.optimizer_stepped and state.global_step % self.every == 0 and state.batch_loss is not None:
             lr = state.optimizer.param_groups[0]["lr"]
             loss = float(state.batch_loss.item())
-            self.tracker.log_metrics({"train_loss": loss, "lr": lr}, state.global_step, "step")
+            metrics = {"train_loss": loss, "lr": lr}
+            if "grad_norm" in state.extras:  # set by the loop when training.grad_clip is on
+                metrics["grad_norm"] = float(state.extras["grad_norm"])
+            self.tracker.log_metrics(metrics, state.global_step, "step")
 
     @override
     def on_epoch_end(self, state: TrainState) -> None:

@@ -1,0 +1,45 @@
+"""Distributed data-parallel training on PyTorch's own engine: torchrun launches, DDP averages
+gradients, gloo (CPU) or NCCL (GPU) carries them. kiln adds the run-level parts: rank 0 alone
+writes, metrics are reduced as sums, every rank's RNG is checkpointed, the batch size and LR
+scaling are explicit, and a restarted job finds its run directory.
+
+>>> from kiln.distributed import world
+>>> world().size  # a plain process is a world of one
+1
+"""
+
+from kiln.distributed.env import LaunchEnv, launch_env
+from kiln.distributed.group import (
+    World,
+    all_gather_object,
+    all_reduce_max,
+    all_reduce_sum,
+    broadcast_object,
+    choose_backend,
+    is_rank_zero,
+    seed_rank,
+    setup,
+    shutdown,
+    world,
+)
+from kiln.distributed.scaling import BatchPlan, batch_plan
+from kiln.errors import DistributedError
+
+__all__ = [
+    "BatchPlan",
+    "DistributedError",
+    "LaunchEnv",
+    "World",
+    "all_gather_object",
+    "all_reduce_max",
+    "all_reduce_sum",
+    "batch_plan",
+    "broadcast_object",
+    "choose_backend",
+    "is_rank_zero",
+    "launch_env",
+    "seed_rank",
+    "setup",
+    "shutdown",
+    "world",
+]

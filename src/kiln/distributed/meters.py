@@ -1,0 +1,145 @@
+"""Metrics that are true averages over the whole job, not over one rank's shard.
+
+Meters keep *sums* and a count (see ``kiln.tasks.meters``); summing those over ranks and only then
+dividing gives the exact global mean, which averaging each rank's mean would not when the
+ranks saw different numbers of samples (the last batch, an uneven validation shard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+
+from kiln.distributed.group import all_gather_object, world
+from kiln.tasks.base import Meter, Task
+
+
+def reduce_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Sum every number and tensor of a meter's state over ranks (one small collective).
+
+    States are gathered whole rather than all-reduced as one flat tensor, because a rank that saw
+    no sample (an empty validation shard) has no sums yet: a key missing on a rank counts as 0.
+    Summing in rank order on every rank gives bit-identical totals everywhere.
+    Non-numeric leaves (bools, strings) describe the meter, not data: rank 0's are kept.
+    """
+    states = all_gather_object(_cpu(state))
+    total = states[0]
+    for other in states[1:]:
+        total = _add(total, other)
+    return dict(total)
+
+
+def _cpu(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    return value
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _add(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a
+    if isinstance(a, (Tensor, int, float)) and isinstance(b, (Tensor, int, float)):
+        return a + b
+    return a
+
+
+class ReducingMeter:
+    """Wraps a task's meter: ``update`` stays local (no sync per step); ``compute`` and
+    ``state_dict`` sum over ranks. Every rank must call those two at the same moment.
+
+    ``count`` is this rank's sample count until ``compute`` ran, the job's afterwards (so the
+    epoch's samples_per_sec is the job's throughput).
+    """
+
+    def __init__(self, inner: Meter, factory: Callable[[], Meter]) -> None:
+        self.inner = inner
+        self.factory = factory
+        self._global_count: int | None = None
+
+    def update(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> None:
+        self.inner.update(outputs, targets, loss)
+
+    @property
+    def count(self) -> int:
+        if self._global_count is not None:
+            return self._global_count
+        return int(getattr(self.inner, "count", 0))
+
+    def compute(self) -> dict[str, float]:
+        total = reduce_state(self.inner.state_dict())
+        merged = self.factory()
+        merged.load_state_dict(total)
+        self._global_count = int(total.get("count", 0))
+        return merged.compute()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The job's sums: a checkpoint holds them once, on rank 0's side (see load_state_dict)."""
+        return reduce_state(self.inner.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rank 0 takes the saved job-wide sums, the others start from zero: the next reduction
+        adds up to the same totals with any number of processes."""
+        if world().is_zero:
+            self.inner.load_state_dict(state)
+
+
+class ReducingTask:
+    """A task whose meters reduce over ranks; everything else is the wrapped task's."""
+
+    def __init__(self, inner: Task) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def split_batch(self, batch: Any) -> tuple[Tensor, Tensor]:
+        return self.inner.split_batch(batch)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return self.inner.loss(outputs, targets)
+
+    def meter(self) -> Meter:
+        return ReducingMeter(self.inner.meter(), self.inner.meter)
+
+    def to(self, device: torch.device) -> Task:
+        self.inner.to(device)
+        return self
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        return self.inner.predict(outputs)
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r evaluates samples r, r+W, r+2W...: no padding and no duplicates, so the reduced
+    sums cover every sample exactly once."""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, size, world_size))
+
+    def __iter__(self) -> Any:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def shard_loader(loader: DataLoader[Any] | None) -> DataLoader[Any] | None:
+    """The same evaluation loader, reading only this rank's shard (unchanged for one process)."""
+    w = world()
+    if loader is None or not w.distributed:
+        return loader
+    sampler = ShardSampler(len(loader.dataset), w.rank, w.size)  # type: ignore[arg-type]
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=sampler, shuffle=False,
+        num_workers=loader.num_workers, persistent_workers=loader.num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
