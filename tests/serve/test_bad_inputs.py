@@ -38,6 +38,7 @@ CASES = [
     ("undecodable-bytes", b"\xff\xfe\x00", "application/json", 400, ["not valid JSON"]),
     ("unsupported-content-type", "instances=1", "text/plain", 415, ["text/plain", "application/json"]),
     ("image-garbage", b"\x89PNG not really", "image/png", 415, ["PNG or JPEG"]),
+    ("deeply-nested", '{"instances": ' + "[" * 5000, "application/json", 400, ["nested too deeply"]),
 ]
 
 
@@ -66,6 +67,21 @@ def test_bad_json_gets_4xx(onnx_server: Server, body: str | bytes, content_type:
     for word in words:
         assert word in error
     assert response.json()["request_id"]
+
+
+def _huge_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (4200, 4200)).save(buffer, format="PNG")  # 17.6 MP, a few kB compressed
+    return buffer.getvalue()
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_image_with_too_many_pixels_is_refused_before_decoding(onnx_server: Server) -> None:
+    body = _huge_png()
+    assert len(body) < 50_000
+    response = httpx.post(f"{onnx_server.url}/predict", content=body, headers={"content-type": "image/png"})
+    assert response.status_code == 413, response.text
+    assert "4200x4200" in response.json()["error"]
 
 
 @pytest.mark.usefixtures("still_serving")

@@ -6,6 +6,7 @@ Serves the model over HTTP until SIGTERM (exit 0 once requests in flight have fi
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("workers", "max_batch", "port"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not all(math.isfinite(v) for v in (args.max_body_mb, args.batch_wait_ms, args.grace_seconds)):
+        raise UsageError("--max-body-mb, --batch-wait-ms and --grace-seconds must be finite numbers")
     if args.max_body_mb <= 0 or args.batch_wait_ms < 0 or args.grace_seconds < 0 or args.threads < 0:
         raise UsageError("--max-body-mb must be positive; --batch-wait-ms, --grace-seconds and "
                          "--threads must not be negative")

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import MissingExtraError
 from kiln.serve.model import ModelSource, ServedModel
 
 log = logging.getLogger("kiln.serve")
@@ -125,9 +124,6 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:
 
 def require(module: str) -> Any:
     """Import an optional dependency of the server, or MissingExtraError naming the extra."""
-    import importlib
+    from kiln.export.onnx import require as require_extra
 
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(module, "serve") from None
+    return require_extra(module, "serve")

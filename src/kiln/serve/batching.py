@@ -45,8 +45,11 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        left = [self._carry] if self._carry is not None else []
+        self._carry = None
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
+            left.append(self._queue.get_nowait())
+        for _, future in left:
             if not future.done():
                 future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=True)

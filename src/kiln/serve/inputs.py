@@ -28,6 +28,7 @@ from kiln.serve.backends import Array
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")
+MAX_IMAGE_PIXELS = 4096 * 4096  # decoding a larger upload would cost hundreds of MB per request
 
 
 class InputError(ServeError):
@@ -93,6 +94,9 @@ class Preprocessor:
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise InputError(400, f"the body is not valid JSON ({exc}); send {{\"instances\": [...]}} "
                                   f"with {self.expected}") from None
+        except RecursionError:  # thousands of nested brackets: orjson stops at 1024 levels
+            raise InputError(400, f"the JSON is nested too deeply; send {{\"instances\": [...]}} "
+                                  f"with {self.expected}") from None
 
     def from_image(self, data: bytes, content_type: str | None) -> Array:
         """A batch of one from PNG or JPEG bytes, converted to the model's input."""
@@ -105,6 +109,10 @@ class Preprocessor:
             with Image.open(io.BytesIO(data)) as image:
                 if image.format not in IMAGE_FORMATS:
                     raise InputError(415, f"unsupported image format {image.format}; send PNG or JPEG")
+                if image.width * image.height > MAX_IMAGE_PIXELS:  # known before decoding
+                    raise InputError(413, f"the image is {image.width}x{image.height} pixels; at most "
+                                          f"{MAX_IMAGE_PIXELS:,} are accepted (the model takes "
+                                          f"{self.shape[-1]}x{self.shape[-2]})")
                 channels, height, width = self.shape
                 converted = image.convert("L" if channels == 1 else "RGB").resize(
                     (width, height), Image.Resampling.BILINEAR)

@@ -71,6 +71,7 @@ def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource
     else:
         package_dir = resolve_package_dir(source)
         name, version = _local_name(package_dir), "local"
+    _refuse_language_models(package_dir)
     export_file = Path(text) if text.endswith(".onnx") and Path(text).is_file() else None
     onnx_file = None
     if chosen == "onnx":
@@ -103,6 +104,17 @@ def load_served_model(source: ModelSource, threads: int | None = None) -> Served
     if source.backend == "torch":
         record = None  # eager torch is the reference; there is no export to vouch for
     return ServedModel(source, spec, backend, package.meta, record)
+
+
+def _refuse_language_models(package_dir: Path) -> None:
+    """The API classifies and regresses fixed-shape inputs; text generation has its own verb."""
+    from kiln.models.package import META
+    from kiln.runs.layout import read_json
+
+    if read_json(package_dir / META).get("task") == "language_modeling":
+        raise ServeError(f"{package_dir} holds a language model, which kiln serve does not serve "
+                         "(its API takes fixed-shape numeric inputs); sample from it with: "
+                         "kiln generate RUN --prompt TEXT")
 
 
 def _local_name(package_dir: Path) -> str:

@@ -55,6 +55,8 @@ class PredictHandler:
             return json_response(exc.status, {"error": str(exc), "request_id": request_id}, request_id)
         try:
             probabilities = await self.run(batch)
+            if not np.isfinite(probabilities).all():
+                raise FloatingPointError("the model produced non-finite outputs")
         except Exception:
             log.error("request %s: the model failed on a batch of shape %s", request_id,
                       list(batch.shape), exc_info=True)
