@@ -63,6 +63,8 @@ def test_a_plain_process_is_a_world_of_one() -> None:
                       "TORCHELASTIC_RESTART_COUNT": "2", "TORCHELASTIC_RUN_ID": "job7"})
     assert (env.rank, env.world_size, env.local_rank, env.restart_count, env.run_id) == (3, 8, 1, 2, "job7")
     assert env.launched and not launch_env({}).launched
+    # torchrun's default id without --rdzv-id is "none", shared by every such job: not an id
+    assert launch_env({"TORCHELASTIC_RUN_ID": "none"}).run_id is None
 
 
 def test_torchrun_arguments() -> None:

@@ -59,3 +59,17 @@ def test_generate_refuses_a_classifier_run(tmp_path: Path) -> None:
     run_dir = Trainer(tiny_config(tmp_path, "training.epochs=1"), quiet=True).fit().run_dir
     with pytest.raises(UsageError, match="holds a classification model; kiln generate needs a language model"):
         sample_from_package(run_dir, "the")
+
+
+def test_serve_refuses_a_language_model_with_a_pointer_to_generate(trained: Path) -> None:
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from kiln.errors import ServeError
+    from kiln.serve.model import prepare_model
+
+    with pytest.raises(ServeError, match="holds a language model.*kiln generate"):
+        prepare_model(trained)
+
+
+def test_non_finite_temperature_is_a_usage_error(trained: Path) -> None:
+    with pytest.raises(UsageError, match="temperature must be"):
+        sample_from_package(trained, "the", temperature=float("nan"))

@@ -172,3 +172,19 @@ def test_second_sigint_stops_at_once_without_a_checkpoint(tmp_path: Path) -> Non
     assert read_summary(run_dir)["status"] == "interrupted"
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_step_based_run_extended_mid_epoch_continues_that_epoch(tmp_path: Path) -> None:
+    """max_steps can end a run mid-epoch; resuming with more steps must go on with the rest of
+    that epoch's batches (same weights as one run of the larger budget), not skip to the next."""
+    straight = Trainer(tiny_config(tmp_path / "a", "training.max_steps=30", "model.dropout=0.2"),
+                       quiet=True).fit()
+    short = Trainer(tiny_config(tmp_path / "b", "training.max_steps=7", "model.dropout=0.2"),
+                    quiet=True).fit()
+    plan = plan_resume(short.run_dir, ["training.max_steps=30"])
+    assert plan.checkpoint is not None
+    Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=short.run_dir).fit()
+    a = kiln.load_model(straight.run_dir).state_dict()
+    b = kiln.load_model(short.run_dir).state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -114,8 +114,8 @@ class CheckpointManager:
         self.wait()
         final = self.directory / checkpoint_name(meta["epoch"], meta["global_step"], meta["batch_in_epoch"])
         model_cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model_state.items()}
-        optimizer_cpu = _to_cpu(optimizer_state)
-        trainer_cpu = _to_cpu(trainer_state)
+        optimizer_cpu = to_cpu(optimizer_state)
+        trainer_cpu = to_cpu(trainer_state)
         if self._executor is None:
             return self._write(final, model_cpu, optimizer_cpu, trainer_cpu, meta)
         self._pending = self._executor.submit(self._write, final, model_cpu, optimizer_cpu, trainer_cpu, meta)
@@ -245,14 +245,14 @@ def safe_torch_load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _to_cpu(value: Any) -> Any:
+def to_cpu(value: Any) -> Any:
     """A deep copy with every tensor cloned to CPU (so later training steps cannot change it)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: to_cpu(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
+        return [to_cpu(v) for v in value]
     if isinstance(value, tuple):
-        return tuple(_to_cpu(v) for v in value)
+        return tuple(to_cpu(v) for v in value)
     return value

@@ -16,6 +16,7 @@ very same windows. Validation and test use non-overlapping windows: each charact
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import urllib.request
@@ -106,7 +107,7 @@ def download(url: str, path: Path) -> None:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
         os.replace(part, path)
-    except OSError as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # network, bad URL, cut-off reply
         raise DataError(f"could not download {url} to {path}: {exc}. Put the file there by hand.") from None
     finally:
         part.unlink(missing_ok=True)

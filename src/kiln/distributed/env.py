@@ -36,5 +36,7 @@ def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
         world_size=int(env.get("WORLD_SIZE", "1")),
         local_rank=int(env.get("LOCAL_RANK", "0")),
         restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
-        run_id=env.get("TORCHELASTIC_RUN_ID") or None,
+        # torchrun's default id is the literal "none": shared by every job started without
+        # --rdzv-id, so it cannot name a job (a restart would find another job's run directory)
+        run_id=env.get("TORCHELASTIC_RUN_ID") if env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none") else None,
     )

@@ -26,19 +26,13 @@ def reduce_state(state: dict[str, Any]) -> dict[str, Any]:
     Summing in rank order on every rank gives bit-identical totals everywhere.
     Non-numeric leaves (bools, strings) describe the meter, not data: rank 0's are kept.
     """
-    states = all_gather_object(_cpu(state))
+    from kiln.checkpoint.manager import to_cpu
+
+    states = all_gather_object(to_cpu(state))
     total = states[0]
     for other in states[1:]:
         total = _add(total, other)
     return dict(total)
-
-
-def _cpu(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _cpu(v) for k, v in value.items()}
-    if isinstance(value, Tensor):
-        return value.detach().cpu()
-    return value
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -137,9 +131,7 @@ def shard_loader(loader: DataLoader[Any] | None) -> DataLoader[Any] | None:
     w = world()
     if loader is None or not w.distributed:
         return loader
+    from kiln.train.setup import make_loader
+
     sampler = ShardSampler(len(loader.dataset), w.rank, w.size)  # type: ignore[arg-type]
-    return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, shuffle=False,
-        num_workers=loader.num_workers, persistent_workers=loader.num_workers > 0,
-        generator=torch.Generator().manual_seed(0),
-    )
+    return make_loader(loader.dataset, loader.batch_size or 1, loader.num_workers, sampler)

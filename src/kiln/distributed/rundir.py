@@ -10,6 +10,7 @@ Several nodes must see the same ``run.output_dir`` (a shared filesystem) to resu
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from kiln.distributed.env import launch_env
 from kiln.distributed.group import broadcast_object, world
 from kiln.runs.layout import RunPaths, write_json
+
+log = logging.getLogger("kiln")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -57,6 +60,10 @@ def restarted_run_dir(output_dir: Path) -> Path | None:
     """
     env = launch_env()
     found: str | None = None
+    if world().is_zero and env.restart_count > 0 and env.run_id is None:
+        log.warning("torchrun restarted the job, but without --rdzv-id kiln cannot tell which run "
+                    "directory is this job's: starting a new run. Pass --rdzv-id (kiln train "
+                    "--nproc does) to resume from the newest checkpoint after a restart.")
     if world().is_zero and env.restart_count > 0 and env.run_id is not None:
         root = recorded_run_dir(output_dir, env.run_id)
         checkpoints = root / "checkpoints" if root is not None else None

@@ -9,6 +9,7 @@ training run's random stream untouched, so resume stays bit-exact.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -58,7 +59,7 @@ def generate_text(
         problems.append("the prompt is empty; give at least one character, e.g. --prompt 'ROMEO:'")
     if max_new_tokens < 0:
         problems.append(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
+    if not math.isfinite(temperature) or temperature < 0:
         problems.append(f"temperature must be >= 0 (0: greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         problems.append(f"top_k must be >= 1, got {top_k}")

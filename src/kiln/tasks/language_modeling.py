@@ -18,10 +18,10 @@ from torch import Tensor
 from kiln.config.schema import LossConfig
 from kiln.data.spec import DataSpec
 from kiln.errors import ConfigError
-from kiln.tasks.meters import _Sums
+from kiln.tasks.meters import Sums
 
 
-class LanguageModelingMeter(_Sums):
+class LanguageModelingMeter(Sums):
     """Token-weighted mean loss, perplexity and next-token accuracy; ``count`` counts windows."""
 
     def __init__(self) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 
-class _Sums:
+class Sums:
     """Running sums of named quantities plus a sample count."""
 
     def __init__(self, *names: str) -> None:
@@ -37,7 +37,7 @@ class _Sums:
         self.sums = {k: v.clone() for k, v in state["sums"].items()}
 
 
-class ClassificationMeter(_Sums):
+class ClassificationMeter(Sums):
     """Mean loss and accuracy; ``binary`` reads one logit per sample."""
 
     def __init__(self, binary: bool = False) -> None:
@@ -58,7 +58,7 @@ class ClassificationMeter(_Sums):
         return {"loss": self.mean("loss"), "accuracy": self.mean("correct")}
 
 
-class RegressionMeter(_Sums):
+class RegressionMeter(Sums):
     """Mean loss, mean absolute error and root mean squared error."""
 
     def __init__(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kiln.checkpoint import CheckpointManager
 from kiln.config.loader import config_hash, to_yaml
@@ -57,7 +57,7 @@ class Components:
 
 
 def make_loader(
-    dataset: Dataset[Any], batch_size: int, workers: int, sampler: EpochSampler | None = None
+    dataset: Dataset[Any], batch_size: int, workers: int, sampler: Sampler[int] | None = None
 ) -> DataLoader[Any]:
     """A DataLoader with its own generator, so creating an iterator never draws from torch's
     global RNG (which dropout uses): a resumed run then sees the very same random numbers."""

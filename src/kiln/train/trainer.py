@@ -18,6 +18,7 @@ from torch import nn
 
 from kiln.config.schema import KilnConfig
 from kiln.data.spec import DataBundle
+from kiln.distributed import all_reduce_max
 from kiln.errors import KilnError
 from kiln.train.callback import Callback, overrides
 from kiln.train.evaluate import autocast, evaluate
@@ -176,6 +177,11 @@ class Trainer:
             self._fire(Event.VALIDATION_END)
             self._fire(Event.EPOCH_END)
             state.history.append(dict(state.metrics))
+            if state.batch_in_epoch < state.steps_per_epoch and not state.stop_requested:
+                # max_steps ended the run mid-epoch: keep the position (and the epoch's meter), so
+                # a resume with more steps continues this epoch instead of skipping its rest
+                self._checkpoint_if_requested(state)
+                return
             state.epoch += 1
             state.batch_in_epoch = 0
             state.train_meter = None
@@ -200,6 +206,8 @@ class Trainer:
             loss = task.loss(outputs, targets)
             objective = loss + l2_penalty(l2_weights, t.l2) if l2_weights else loss
             finite = bool(torch.isfinite(objective))
+            if c.train_model is not None:  # several processes: all skip the step, or none does,
+                finite = all_reduce_max(int(not finite)) == 0  # else DDP's all-reduce would hang
             if finite:
                 (objective / accum if accum > 1 else objective).backward()  # type: ignore[no-untyped-call]
             state.batch_in_epoch += 1

@@ -92,6 +92,14 @@ def drop_after(path: Path, step: int) -> None:
     if not path.exists():
         return
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line for line in lines if _sample_step(line) <= step]
     if len(kept) != len(lines):
         path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def _sample_step(line: str) -> float:
+    """The step of one samples.jsonl line; a line cut short by a crash counts as after every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
