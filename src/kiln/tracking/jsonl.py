@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from kiln.tracking.base import Scope
+
+# one line per record; numpy scalars as numbers; non-string keys (e.g. class ids) as strings
+_ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _clean(value: Any) -> Any:
@@ -32,15 +37,15 @@ class JsonlTracker:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab")  # bytes: orjson writes UTF-8 directly
         self._lock = threading.Lock()  # the system-metrics sampler writes from its own thread
 
     def _write(self, record: dict[str, Any]) -> None:
         record = {"time": round(time.time(), 3), **record}
-        try:  # the common case, plain finite values, without walking the record first
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-        except (ValueError, TypeError):
-            line = json.dumps(_clean(record), separators=(",", ":")) + "\n"
+        try:  # the common case: orjson writes NaN/Inf as null, as _clean does, in ~1 us
+            line = orjson.dumps(record, option=_ORJSON)
+        except TypeError:  # a value orjson cannot encode (a tensor, a huge int): walk the record
+            line = (json.dumps(_clean(record), separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self._file.write(line)
             self._file.flush()
