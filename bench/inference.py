@@ -25,7 +25,6 @@ changes everything; the table says when it did not get quiet.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from quiet import wait_quiet  # bench/quiet.py (this folder is on sys.path)
 
 from kiln.config import load_config
 from kiln.data.spec import DataSpec
@@ -72,27 +72,6 @@ def runtimes(model: torch.nn.Module, directory: Path) -> dict[str, Run]:
     }
 
 
-def others_busy() -> float:
-    """Cores used by all processes over 0.2 s, from /proc/stat (0 where it does not exist)."""
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields) - fields[3] - fields[4], sum(fields)
-
-    try:
-        busy0, total0 = sample()
-        time.sleep(0.2)
-        busy1, total1 = sample()
-    except OSError:
-        return 0.0
-    return (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-
-
-def wait_quiet(max_wait: float) -> bool:
-    deadline = time.monotonic() + max_wait
-    while time.monotonic() < deadline:
-        if others_busy() < 0.5:
-            return True
-    return False
 
 
 def measure(run: Run, batch: int, warmup: int, iterations: int) -> tuple[float, float]:
