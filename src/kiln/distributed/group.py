@@ -115,9 +115,12 @@ def _attempt_store(attempt: int, world_size: int, timeout: timedelta) -> Store |
     return PrefixStore(f"kiln/attempt{attempt}", base)
 
 
-def shutdown() -> None:
-    """Leave the process group (when joined)."""
+def shutdown(wait_for_peers: bool = False) -> None:
+    """Leave the process group (when joined); ``wait_for_peers`` first meets every rank at a
+    barrier, so no rank tears down its connections while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

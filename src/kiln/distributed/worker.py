@@ -24,6 +24,9 @@ def worker_process() -> Iterator[None]:
             from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
             ErrorHandler().record_exception(exc)
+        shutdown(wait_for_peers=False)  # a peer may be dead or stuck: do not wait for it
         raise
-    finally:
-        shutdown()
+    # Rank 0 still writes the package and summary after the last collective; a rank that tore
+    # its gloo connections down meanwhile was seen to abort at exit ("terminate called without
+    # an active exception"), turning a finished job into a failed one. Leave together.
+    shutdown(wait_for_peers=True)
