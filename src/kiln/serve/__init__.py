@@ -7,8 +7,9 @@ use, so importing this package costs nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kiln._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from kiln.serve.app import create_app
@@ -25,14 +26,4 @@ _PUBLIC = {
 __all__ = ["ModelSource", "ServedModel", "create_app", "load_served_model", "prepare_model"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kiln.serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, __all__)
