@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kiln.tasks import Task
-from kiln.train.evaluate import autocast
+from kiln.train.evaluate import scored_batches
 
 
 @dataclass(frozen=True)
@@ -37,22 +37,11 @@ def collect(
     precision: str = "fp32",
 ) -> Predictions:
     """Outputs and targets of ``model`` over ``loader`` (which must not shuffle)."""
-    was_training = model.training
-    model.eval()
     meter = task.meter()
     outputs, targets = [], []
-    try:
-        for batch in loader:
-            inputs, target = task.split_batch(batch)
-            inputs, target = inputs.to(device), target.to(device)
-            with autocast(device, precision):
-                out = model(inputs)
-            out = out.float()
-            meter.update(out, target, task.loss(out, target))
-            outputs.append(out.reshape(len(out), -1).cpu().numpy())
-            targets.append(target.cpu().numpy())
-    finally:
-        model.train(was_training)
+    for out, target in scored_batches(model, loader, task, device, meter, precision):
+        outputs.append(out.reshape(len(out), -1).cpu().numpy())
+        targets.append(target.cpu().numpy())
     return Predictions(
         np.concatenate(outputs).astype(np.float32, copy=False), np.concatenate(targets), meter.compute()
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from kiln.tasks import Task
@@ -18,6 +19,33 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def scored_batches(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    task: Task,
+    device: torch.device,
+    meter: Any,
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each batch's float outputs and targets, with the model in eval mode, fed to ``meter`` on
+    the way (one loop for :func:`evaluate` and for ``kiln eval``'s collection of outputs).
+    Call it under ``torch.no_grad()``; the model's train/eval mode is put back at the end."""
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in itertools.islice(loader, max_batches):
+            inputs, targets = task.split_batch(batch)
+            inputs, targets = inputs.to(device), targets.to(device)
+            with autocast(device, precision):
+                outputs = model(inputs)
+            outputs = outputs.float()
+            meter.update(outputs, targets, task.loss(outputs, targets))
+            yield outputs, targets
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -33,17 +61,7 @@ def evaluate(
 
     ``max_batches`` caps the pass (``training.eval_batches``): always the first batches, so
     every evaluation of a run scores the same samples and the figures stay comparable."""
-    was_training = model.training
-    model.eval()
     meter = task.meter()
-    try:
-        for batch in itertools.islice(loader, max_batches):
-            inputs, targets = task.split_batch(batch)
-            inputs, targets = inputs.to(device), targets.to(device)
-            with autocast(device, precision):
-                outputs = model(inputs)
-            outputs = outputs.float()
-            meter.update(outputs, targets, task.loss(outputs, targets))
-    finally:
-        model.train(was_training)
+    for _ in scored_batches(model, loader, task, device, meter, precision, max_batches):
+        pass
     return meter.compute()
