@@ -66,7 +66,7 @@ def test_serve_refuses_a_language_model_with_a_pointer_to_generate(trained: Path
     from kiln.errors import ServeError
     from kiln.serve.model import prepare_model
 
-    with pytest.raises(ServeError, match="holds a language model.*kiln generate"):
+    with pytest.raises(ServeError, match=r"holds a language model.*kiln generate"):
         prepare_model(trained)
 
 
