@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import DistributedError
+from kiln.errors import DistributedError, UsageError
 
 log = logging.getLogger("kiln")
 
@@ -50,12 +50,12 @@ def wants_launch(args: argparse.Namespace) -> bool:
 def torchrun_args(args: argparse.Namespace, worker_argv: Sequence[str], run_id: str) -> list[str]:
     """The argument list of ``torch.distributed.run`` for these launch flags."""
     if args.nproc < 1:
-        raise DistributedError(f"--nproc must be at least 1, got {args.nproc}")
+        raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
     if args.max_restarts < 0:
-        raise DistributedError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
+        raise UsageError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
     multi_node = str(args.nnodes) != "1"
     if multi_node and not args.rdzv_endpoint:
-        raise DistributedError(
+        raise UsageError(
             f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT (a port on the first node that "
             "every node can reach) and the same --rdzv-id on every node"
         )
