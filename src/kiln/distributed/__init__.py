@@ -8,22 +8,42 @@ scaling are explicit, and a restarted job finds its run directory.
 1
 """
 
-from kiln.distributed.env import LaunchEnv, launch_env
-from kiln.distributed.group import (
-    World,
-    all_gather_object,
-    all_reduce_max,
-    all_reduce_sum,
-    broadcast_object,
-    choose_backend,
-    is_rank_zero,
-    seed_rank,
-    setup,
-    shutdown,
-    world,
-)
-from kiln.distributed.scaling import BatchPlan, batch_plan
-from kiln.errors import DistributedError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kiln._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from kiln.distributed.env import LaunchEnv, launch_env
+    from kiln.distributed.group import (
+        World,
+        all_gather_object,
+        all_reduce_max,
+        all_reduce_sum,
+        broadcast_object,
+        choose_backend,
+        is_rank_zero,
+        seed_rank,
+        setup,
+        shutdown,
+        world,
+    )
+    from kiln.distributed.scaling import BatchPlan, batch_plan
+    from kiln.errors import DistributedError
+
+# Lazy: the CLI imports kiln.distributed.launch (argparse only) to build `kiln --help`; the group
+# module imports torch.distributed, which takes seconds.
+_GROUP = ("World", "all_gather_object", "all_reduce_max", "all_reduce_sum", "broadcast_object",
+          "choose_backend", "is_rank_zero", "seed_rank", "setup", "shutdown", "world")
+_PUBLIC = {
+    **dict.fromkeys(_GROUP, "kiln.distributed.group"),
+    "LaunchEnv": "kiln.distributed.env",
+    "launch_env": "kiln.distributed.env",
+    "BatchPlan": "kiln.distributed.scaling",
+    "batch_plan": "kiln.distributed.scaling",
+    "DistributedError": "kiln.errors",
+}
 
 __all__ = [
     "BatchPlan",
@@ -43,3 +63,5 @@ __all__ = [
     "shutdown",
     "world",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, __all__)
