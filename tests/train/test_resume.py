@@ -83,6 +83,11 @@ def interrupt_and_resume(tmp_path: Path, sender: SendSignal) -> Path:
     assert err.value.exit_code == expected
     assert "resume with: kiln resume" in str(err.value)
     (run_dir,) = (tmp_path).iterdir()
+    # the same facts, structured, for a Python caller that resumes by itself
+    assert err.value.run_dir == run_dir
+    assert err.value.signal == signal.Signals(sender.signum).name
+    assert err.value.checkpoint is not None and err.value.checkpoint.parent == run_dir / "checkpoints"
+    assert err.value.global_step > 0
     plan = plan_resume(run_dir)
     assert plan.checkpoint is not None
     assert plan.checkpoint.meta["reason"] in ("signal", "periodic")  # same position: saved once

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,9 +47,22 @@ class FitResult:
 class TrainingInterrupted(KilnError):
     """SIGINT or SIGTERM stopped the run after a checkpoint was written; exit code 130 or 143."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(
+        self,
+        message: str,
+        exit_code: int,
+        *,
+        run_dir: Path | None = None,
+        checkpoint: Path | None = None,
+        signal: str = "",
+        global_step: int = 0,
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.run_dir = run_dir  # what ``kiln resume`` (or ``kiln.resume``) takes
+        self.checkpoint = checkpoint  # None when checkpointing is off: nothing to resume from
+        self.signal = signal  # "SIGINT" or "SIGTERM"
+        self.global_step = global_step  # optimizer steps taken when the run stopped
 
 
 class Trainer:
@@ -133,12 +147,17 @@ class Trainer:
         state.checkpoint_requested = False
         self._fire(Event.FIT_END)  # stops the progress bar and samplers; the checkpoint is written
         run_module.finish(c, state, started, test_metrics={}, save_model=False)
-        where = state.extras.get("last_checkpoint", "(checkpointing is off: nothing saved)")
+        last = state.extras.get("last_checkpoint")
+        where = last or "(checkpointing is off: nothing saved)"
         return TrainingInterrupted(
             f"{signum.name} received: stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
             f" (step {state.global_step}); checkpoint: {where}\n"
             f"resume with: kiln resume {c.paths.root}",
             EXIT_CODES[signum],
+            run_dir=c.paths.root,
+            checkpoint=Path(last) if last else None,
+            signal=signum.name,
+            global_step=state.global_step,
         )
 
     def _fire(self, event: Event) -> None:
@@ -205,7 +224,7 @@ class Trainer:
             outputs = outputs.float()
             loss = task.loss(outputs, targets)
             objective = loss + l2_penalty(l2_weights, t.l2) if l2_weights else loss
-            finite = bool(torch.isfinite(objective))
+            finite = math.isfinite(objective.item())  # one scalar read; torch.isfinite is four ops
             if c.train_model is not None:  # several processes: all skip the step, or none does,
                 finite = all_reduce_max(int(not finite)) == 0  # else DDP's all-reduce would hang
             if finite:
