@@ -10,6 +10,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ class MultiTracker:
         factories: Mapping[str, Callable[[], Tracker]],
         queue_size: int = 10_000,
         on_failure: Callable[[str, BaseException], None] | None = None,
+        pause: float = 0.2,
     ) -> None:
         self.jsonl = jsonl
+        self._pause = pause  # seconds the fan-out thread naps between batches of records
         self.failures: dict[str, str] = {}
         self.dropped = 0
         self.unsent = 0
@@ -134,22 +137,39 @@ class MultiTracker:
             except Exception as exc:
                 self._fail(name, exc)
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            method, args = item
-            if method == "_flush":
-                args[0].set()
+            batch = self._take_batch()
+            for item in batch:
+                if item is _STOP:
+                    return
+                self._dispatch(*item)
+            if not any(method in ("_flush", "close") for method, _ in batch):
+                # Waking for every record would take the GIL from the training thread each time;
+                # a short nap lets records gather so the thread wakes a few times a second at most.
+                time.sleep(self._pause)
+
+    def _take_batch(self) -> list[Any]:
+        """Block for one queued item, then take whatever else is already waiting."""
+        batch = [self._queue.get()]
+        while batch[-1] is not _STOP:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _dispatch(self, method: str, args: tuple[Any, ...]) -> None:
+        if method == "_flush":
+            args[0].set()
+            return
+        for tracker in list(self._trackers):
+            handler = getattr(tracker, method, None)
+            if handler is None:  # optional methods (log_model) need not exist
                 continue
-            for tracker in list(self._trackers):
-                handler = getattr(tracker, method, None)
-                if handler is None:  # optional methods (log_model) need not exist
-                    continue
-                try:
-                    handler(*args)
-                except Exception as exc:
-                    self._trackers.remove(tracker)
-                    self._fail(tracker.name, exc)
+            try:
+                handler(*args)
+            except Exception as exc:
+                self._trackers.remove(tracker)
+                self._fail(tracker.name, exc)
 
     def _fail(self, name: str, exc: BaseException) -> None:
         self.failures[name] = f"{type(exc).__name__}: {exc}"
