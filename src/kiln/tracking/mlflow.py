@@ -8,6 +8,7 @@ replaying events.jsonl idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ class MlflowTracker:
         logs_dir: Path,
         tags: Mapping[str, str],
         artifact_root: str | None = None,
+        will_log_model: bool = False,
     ) -> None:
         try:
             from mlflow import MlflowClient
@@ -60,6 +62,7 @@ class MlflowTracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.client = MlflowClient(uri)
         self.uri = uri
+        self.will_log_model = will_log_model  # the run ends with log_model: warm_up prepares it
         self.logs_dir = logs_dir
         self._known: set[tuple[str, int]] = set()
         self._params: dict[str, str] = {}
@@ -140,6 +143,24 @@ class MlflowTracker:
             self.client.log_artifacts(self.run_id, str(path), path.name)
         elif path.is_file():
             self.client.log_artifact(self.run_id, str(path))
+
+    def warm_up(self) -> None:
+        """Pay log_model's imports while training runs (its worker is idle then), so the end of
+        the run does not wait for them: torch.export (MLflow saves the model in its pt2 format),
+        the pytorch flavor, and the installed-package map MLflow checks requirements against."""
+        if not self.will_log_model:
+            return
+        import mlflow.pytorch  # noqa: F401
+        import torch
+        from mlflow.models import infer_signature  # noqa: F401
+
+        # torch.export imports its tracer (dynamo, seconds of imports) on first use: use it once
+        torch.export.export(torch.nn.Linear(1, 1), (torch.zeros(1, 1),))
+
+        with contextlib.suppress(Exception):  # a private cache: an MLflow upgrade may drop it
+            from mlflow.utils import requirements_utils
+
+            requirements_utils._init_packages_to_modules_map()  # type: ignore[no-untyped-call]
 
     def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
         """The model in MLflow's pytorch flavor (signature and input example) plus kiln's package."""

@@ -216,7 +216,7 @@ def build_trackers(
         uri = tracking_uri(cfg.tracking.uri, cfg.run.output_dir)
         check_reachable(uri)
         args = (uri, cfg.run.experiment or cfg.run.name, run_name, logs_dir, dict(tags),
-                default_artifact_root(uri))
+                default_artifact_root(uri), cfg.tracking.log_model)
         timeout = cfg.tracking.close_timeout
         factories["mlflow"] = lambda: RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout)
     return factories

@@ -6,16 +6,36 @@ object per line: ``{"ready": true}``, then ``{"error": "..."}`` if a call fails 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import sys
+import threading
 from typing import Any, BinaryIO, TextIO
 
 
 def _emit(out: TextIO, message: dict[str, Any]) -> None:
     out.write(json.dumps(message) + "\n")
     out.flush()
+
+
+# Calls that need nothing the warm-up imports, so they go ahead while it runs.
+_LIGHT_CALLS = frozenset({"log_metrics", "log_params", "log_event"})
+
+
+class _Unpickler(pickle.Unpickler):
+    """Waits for the warm-up thread before unpickling anything that imports a module (a model):
+    torch's modules cannot be imported from two threads at once."""
+
+    def __init__(self, file: BinaryIO, warm: threading.Thread) -> None:
+        super().__init__(file)
+        self.warm = warm
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.warm.is_alive():
+            self.warm.join()
+        return super().find_class(module, name)
 
 
 def serve(stdin: BinaryIO, stdout: TextIO) -> int:
@@ -28,11 +48,16 @@ def serve(stdin: BinaryIO, stdout: TextIO) -> int:
         _emit(stdout, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     _emit(stdout, {"ready": True})
+    warm = threading.Thread(target=_warm_up, args=(tracker,), name="kiln-warm-up", daemon=True)
+    if hasattr(tracker, "warm_up"):
+        warm.start()
     while True:
         try:
-            method, call_args = pickle.load(stdin)
+            method, call_args = _Unpickler(stdin, warm).load()  # one per message: memos are per dump
         except EOFError:
             return 0
+        if method not in _LIGHT_CALLS and warm.is_alive():
+            warm.join()  # the warm-up imports what the heavier calls need: let it finish first
         try:
             getattr(tracker, method)(*call_args)
         except Exception as exc:
@@ -41,6 +66,16 @@ def serve(stdin: BinaryIO, stdout: TextIO) -> int:
         if method == "close":
             _emit(stdout, {"closed": True})
             return 0
+
+
+def _warm_up(tracker: Any) -> None:
+    """Run the tracker's optional ``warm_up`` on idle CPU only: SCHED_IDLE (this thread, Linux)
+    gives way to any other work on the machine. A failure here is not reported: the call that
+    needs what it prepares fails the same way, and reports it."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    with contextlib.suppress(Exception):
+        tracker.warm_up()
 
 
 def main() -> int:
