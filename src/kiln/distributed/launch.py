@@ -85,7 +85,9 @@ def launch(
     run_id = args.rdzv_id or uuid.uuid4().hex[:12]
     argv = torchrun_args(args, worker_argv, run_id)
     print("launching: python -m torch.distributed.run " + " ".join(argv), flush=True)
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    previous_level = elastic_log.level
+    elastic_log.setLevel(logging.WARNING)  # its INFO lines repeat what kiln prints; only while it runs
     try:
         run(get_args_parser().parse_args(argv))  # type: ignore[no-untyped-call]
     except ChildFailedError as exc:
@@ -95,6 +97,8 @@ def launch(
         where = f"; resume with: kiln resume {run_dir} --nproc {args.nproc}" if run_dir is not None else ""
         print(f"{exc.sigval.name} received: the workers were stopped{where}", file=sys.stderr)
         return 130 if exc.sigval == signal.SIGINT else 143
+    finally:
+        elastic_log.setLevel(previous_level)
     return 0
 
 
