@@ -58,6 +58,8 @@ def test_csv_has_one_row_per_epoch_and_events_are_structured(tmp_path: Path) -> 
     events = read_events(result.run_dir / "logs/events.jsonl")
     kinds = [e["event"] for e in events]
     assert kinds[0] == "params" and kinds[-1] == "closed"
+    summary = json.loads((result.run_dir / "summary.json").read_text())  # what run.keep_freed_memory did:
+    assert summary["glibc_malloc"].startswith(("kept:", "not glibc", "tuned by the environment", "another"))
     epochs = [e for e in events if e["event"] == "metrics" and e["scope"] == "epoch"]
     assert [e["metrics"]["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert float(rows[-1]["val_loss"]) == pytest.approx(epochs[-1]["metrics"]["val_loss"])

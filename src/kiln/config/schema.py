@@ -31,6 +31,9 @@ class RunConfig(Section):
     deterministic: bool = False  # torch deterministic algorithms: identical runs, a little slower
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
     progress: bool = True  # rich progress bar (only shown when stdout is a terminal)
+    # Linux (glibc): keep memory freed between steps for reuse instead of page-faulting it in
+    # again every step (CNN epochs on CPU ran 5-10 % faster); the resident size stays at its peak
+    keep_freed_memory: bool = True
 
 
 class SyntheticConfig(Section):

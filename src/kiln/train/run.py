@@ -18,6 +18,7 @@ from kiln.models.package import save_model_package
 from kiln.runs.layout import RunPaths, write_json
 from kiln.tracking.jsonl import read_events
 from kiln.train import snapshot
+from kiln.train.allocator import keep_freed_memory
 from kiln.train.evaluate import evaluate
 from kiln.train.rng import resolve_device, seed_everything
 from kiln.train.setup import Components, build_components, new_run_dir, write_config
@@ -35,6 +36,7 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     cfg = trainer.config
     rank = distributed.setup(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
     seed_everything(cfg.run.seed, cfg.run.deterministic)
+    allocator = keep_freed_memory() if cfg.run.keep_freed_memory else "off (run.keep_freed_memory)"
     device = resolve_device(cfg.run.device)
     data = trainer.data_override if trainer.data_override is not None else build_data(cfg.data, cfg.run.seed)
     model = trainer.model_override if trainer.model_override is not None else build_model(cfg.model, data.spec)
@@ -62,6 +64,7 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     state.extras["parameters"] = count_parameters(c.model)
     state.extras["started_at"] = _now()
     state.extras["batch"] = distributed.batch_plan(cfg, rank.size).to_dict()
+    state.extras["glibc_malloc"] = allocator
     if checkpoint is not None:
         if rank.is_zero:
             c.tracker.replay(read_events(paths.events))
@@ -194,6 +197,7 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
         "started_at": state.extras["started_at"],
         "finished_at": _now(),
         "trackers": {"used": c.tracker.names, "failed": c.tracker.failures},
+        "glibc_malloc": state.extras.get("glibc_malloc"),  # run.keep_freed_memory's outcome
         "error": None if state.error is None else f"{type(state.error).__name__}: {state.error}",
     }
 
