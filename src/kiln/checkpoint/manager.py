@@ -196,13 +196,7 @@ class CheckpointManager:
 
     def load(self, path: Path) -> Checkpoint:
         """Verify and load one checkpoint; raise CheckpointError naming what is wrong."""
-        verify(path)
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-        try:
-            model = load_file(str(path / MODEL))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path.name}: {MODEL} is unreadable ({exc})") from None
-        return Checkpoint(path, meta, model, safe_torch_load(path / OPTIMIZER), safe_torch_load(path / TRAINER))
+        return load_checkpoint(path)
 
     def load_latest(self) -> Checkpoint | None:
         """The newest checkpoint that verifies; each broken newer one is reported loudly and skipped."""
@@ -223,6 +217,17 @@ class CheckpointManager:
         raise CheckpointError(
             "no usable checkpoint in " + str(self.directory) + ":\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Verify and load the checkpoint directory ``path`` (reads only: no manager, no clean-up)."""
+    verify(path)
+    meta = json.loads((path / META).read_text(encoding="utf-8"))
+    try:
+        model = load_file(str(path / MODEL))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path.name}: {MODEL} is unreadable ({exc})") from None
+    return Checkpoint(path, meta, model, safe_torch_load(path / OPTIMIZER), safe_torch_load(path / TRAINER))
 
 
 def safe_torch_load(path: Path) -> dict[str, Any]:

@@ -43,10 +43,10 @@ def resume_run(
 def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
     from kiln.cli.train_cmd import announce, report
     from kiln.distributed import is_rank_zero
+    from kiln.distributed.resume_choice import agreed_resume_plan
     from kiln.train import Trainer
-    from kiln.train.resume import plan_resume
 
-    plan = plan_resume(path, overrides, allow_config_change)
+    plan = agreed_resume_plan(path, overrides, allow_config_change)  # rank 0's choice, on every rank
     if plan.finished_message is not None:
         print(plan.finished_message)
         return 0
