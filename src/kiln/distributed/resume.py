@@ -30,10 +30,22 @@ def restore_rank_state(c: Components, state: TrainState, trainer_state: dict[str
         old = batch_plan(c.config, before)
         new = batch_plan(c.config, now.size)
         position = state.batch_in_epoch
+        accum = c.config.training.grad_accum
+        dropped = bool(trainer_state["grads"]) and _drop_gradients(c)
         if position:
-            consumed = position * old.per_process_batch * before  # samples of this epoch, job-wide
+            # Inside a window, the restored gradients held its first batches; the new world's
+            # windows cut the samples elsewhere, so they are dropped and those batches trained
+            # again from the window's start: no gradient counted twice, none left without a step.
+            start = position - position % accum if dropped else position
+            consumed = start * old.per_process_batch * before  # samples of this epoch, job-wide
             remapped = min(consumed // (new.per_process_batch * now.size), state.steps_per_epoch)
-            state.batch_in_epoch = remapped - remapped % c.config.training.grad_accum
+            state.batch_in_epoch = remapped - remapped % accum
+        if now.is_zero and dropped:
+            log.warning(
+                "the checkpoint was taken inside a gradient-accumulation window (batch %d, grad_accum=%d): "
+                "its partial gradients were dropped and the window is trained again from its start on %d "
+                "process(es)", position, accum, now.size,
+            )
         if now.is_zero:
             log.warning(
                 "resuming a run checkpointed with %d process(es) on %d: the data order from here on "
@@ -46,3 +58,12 @@ def restore_rank_state(c: Components, state: TrainState, trainer_state: dict[str
                 f"lr_scaling={new.lr_scaling}" if new.lr_scaling != "none" else "no lr scaling",
             )
     restore_own(saved)
+
+
+def _drop_gradients(c: Components) -> bool:
+    """Forget the accumulated gradients a checkpoint put back; True when there were any."""
+    found = False
+    for p in c.model.parameters():
+        found = found or p.grad is not None
+        p.grad = None
+    return found
