@@ -1,4 +1,9 @@
-"""Environment variables kiln reads, declared in one place (kiln never writes them)."""
+"""Environment variables kiln reads, declared in one place.
+
+kiln writes none of them, with one exception: ``kiln serve --workers N`` sets
+PROMETHEUS_MULTIPROC_DIR while its worker processes run, because prometheus_client reads it when
+first imported and spawned workers receive it only through the environment.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 from pathlib import Path
 
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # a team's tracking server, as MLflow itself reads it
+# Where prometheus_client's processes share metrics files; an operator's choice is kept as is.
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def tracking_uri(configured: str | None, output_dir: Path) -> str:

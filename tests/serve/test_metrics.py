@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
+from pathlib import Path
 
+import httpx
+import pytest
+
+from kiln.errors import ServeError
+from kiln.serve.metrics import ServeMetrics
+from kiln.settings import PROMETHEUS_MULTIPROC_DIR
 from tests.serve.conftest import Server
 from tests.serve.helpers import digits_inputs, metric_samples
 
@@ -39,7 +45,7 @@ def test_counters_move_by_the_right_amounts(onnx_server: Server) -> None:
     assert after[("kiln_batch_size_count", ())] - before[("kiln_batch_size_count", ())] == 3
     assert after[("kiln_batch_size_sum", ())] - before[("kiln_batch_size_sum", ())] == 6
     duration = ("kiln_request_duration_seconds_count", (("endpoint", "/predict"),))
-    assert after[duration] - before[duration] == 4
+    assert after[duration] - before.get(duration, 0.0) == 4  # before: maybe no /predict yet
     assert after[("kiln_requests_in_progress", ())] == 1  # the scrape itself
     info = [k for k in after if k[0] == "kiln_model_info"]
     assert len(info) == 1 and dict(info[0][1])["backend"] == "onnx" and after[info[0]] == 1
@@ -60,3 +66,14 @@ def test_micro_batching_groups_concurrent_requests(torch_server: Server) -> None
     rows_seen = after[("kiln_batch_size_sum", ())] - before[("kiln_batch_size_sum", ())]
     assert rows_seen == 32
     assert calls < 32  # some requests shared a model call
+
+
+def test_multiprocess_metrics_need_the_directory_before_prometheus_client_loads(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without it the app's metrics would stay in memory and /metrics would silently omit them."""
+    monkeypatch.delenv(PROMETHEUS_MULTIPROC_DIR, raising=False)
+    with pytest.raises(ServeError, match="set to an existing directory, got ''"):
+        ServeMetrics(8, multiprocess=True)
+    monkeypatch.setenv(PROMETHEUS_MULTIPROC_DIR, str(tmp_path))  # too late: already imported
+    with pytest.raises(ServeError, match="set after prometheus_client was imported"):
+        ServeMetrics(8, multiprocess=True)

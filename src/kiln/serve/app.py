@@ -31,13 +31,15 @@ def create_app(
     max_body_mb: float = 8.0,
     batch_wait_ms: float = 0.0,
     threads: int | None = None,
+    multiprocess_metrics: bool = False,
 ) -> Any:
     """A FastAPI app serving ``model`` (a run directory, ``models:/NAME@ALIAS``, an ONNX export,
     or an already prepared/loaded model).
 
     ``max_batch`` caps instances per request (and rows per micro-batch); ``max_body_mb`` caps the
     request body; ``batch_wait_ms`` > 0 turns on micro-batching with that wait; ``threads`` is the
-    runtime's intra-op thread count (see ``load_served_model``).
+    runtime's intra-op thread count (see ``load_served_model``). ``multiprocess_metrics`` makes
+    ``/metrics`` sum every process sharing $PROMETHEUS_MULTIPROC_DIR (``kiln serve --workers N``).
     """
     fastapi = require("fastapi")
     for module in ("prometheus_client", "orjson"):
@@ -60,7 +62,7 @@ def create_app(
         source = model if isinstance(model, ModelSource) else prepare_model(model, backend)
         model = load_served_model(source, threads)
     served = model
-    metrics = ServeMetrics(max_batch)
+    metrics = ServeMetrics(max_batch, multiprocess_metrics)
     metrics.model_info.labels(served.source.name, served.source.version, served.backend.name).set(1)
     pre = Preprocessor(served.spec, max_batch)
     state: dict[str, Any] = {"ready": False, "batcher": None}

@@ -3,10 +3,15 @@
 Names follow Prometheus conventions: ``_total`` counters, ``_seconds`` durations, base units.
 ``endpoint`` takes only the API's own paths (anything else is ``other``), so a scanner probing
 random URLs cannot blow up the label cardinality.
+
+Under ``kiln serve --workers N`` each worker writes its values to files in prometheus_client's
+multiprocess directory ($PROMETHEUS_MULTIPROC_DIR) and ``/metrics`` renders the sum over all of
+them (``multiprocess=True``); the gauges' ``multiprocess_mode`` says how workers combine.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -18,9 +23,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 class ServeMetrics:
-    """The six metrics the server exports."""
+    """The six metrics the server exports; ``exposed`` is the registry ``/metrics`` renders: this
+    app's own, or with ``multiprocess`` the aggregate of every process sharing the directory."""
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, multiprocess: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("kiln_requests", "HTTP requests answered, by endpoint and status code",
@@ -31,9 +37,13 @@ class ServeMetrics:
                                    ["class"], registry=r)
         self.batch_size = Histogram("kiln_batch_size", "Instances per model call (after micro-batching)",
                                     buckets=_powers_of_two(max_batch), registry=r)
-        self.in_progress = Gauge("kiln_requests_in_progress", "Requests being handled now", registry=r)
+        # livesum: the requests of the live workers add up (a dead worker's share is dropped);
+        # max: every worker sets the same 1, so the model stays one series, without a pid label.
+        self.in_progress = Gauge("kiln_requests_in_progress", "Requests being handled now",
+                                 registry=r, multiprocess_mode="livesum")
         self.model_info = Gauge("kiln_model_info", "The served model (value is always 1)",
-                                ["name", "version", "backend"], registry=r)
+                                ["name", "version", "backend"], registry=r, multiprocess_mode="max")
+        self.exposed = _multiprocess_registry() if multiprocess else self.registry
 
     def count_predictions(self, classes: Sequence[str]) -> None:
         counts: dict[str, int] = {}
@@ -72,6 +82,27 @@ class MetricsMiddleware:
             self.metrics.in_progress.dec()
             self.metrics.duration.labels(endpoint).observe(time.perf_counter() - start)
             self.metrics.requests.labels(endpoint, str(status)).inc()
+
+
+def _multiprocess_registry() -> CollectorRegistry:
+    """A registry summing the files of every process writing to $PROMETHEUS_MULTIPROC_DIR."""
+    from prometheus_client import multiprocess, values
+
+    from kiln.errors import ServeError
+    from kiln.settings import PROMETHEUS_MULTIPROC_DIR
+
+    directory = os.environ.get(PROMETHEUS_MULTIPROC_DIR, "")
+    if not os.path.isdir(directory):
+        raise ServeError(f"multiprocess metrics need {PROMETHEUS_MULTIPROC_DIR} set to an existing "
+                         f"directory, got {directory!r}; kiln serve --workers N sets it up itself")
+    if values.ValueClass is values.MutexValue:
+        # prometheus_client picks file-backed values when it is first imported.
+        raise ServeError(f"{PROMETHEUS_MULTIPROC_DIR} was set after prometheus_client was imported "
+                         "in this process, so its metrics stay in memory, out of the aggregate: "
+                         "set it before the process starts")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def _powers_of_two(limit: int) -> tuple[float, ...]:

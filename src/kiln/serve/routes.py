@@ -59,7 +59,7 @@ def add_info_routes(app: Any, served: ServedModel, metrics: ServeMetrics, pre: P
         return json_response(200, info)
 
     async def get_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.exposed), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/health", health, methods=["GET"], summary="The process is alive")
     app.add_api_route("/ready", is_ready, methods=["GET"], summary="The model is loaded and warmed up",

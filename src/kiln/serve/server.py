@@ -6,9 +6,9 @@ SIGTERM, as orchestrators expect of a clean stop. (uvicorn re-raises the capture
 shutting down, which would end the process with 143; ``_Server`` keeps it captured instead.)
 
 With ``workers > 1`` uvicorn's supervisor starts that many processes sharing the socket; each one
-loads the model that ``prepare_model`` resolved once in the parent. Each worker keeps its own
-metrics, so ``/metrics`` shows the worker that answered the scrape (prometheus_client's
-multiprocess mode is not wired up).
+loads the model that ``prepare_model`` resolved once in the parent. Their metrics meet in
+prometheus_client's multiprocess directory, so ``/metrics`` shows the sum over all workers
+whichever one answers the scrape (``kiln.serve.workers``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def build_app(source: ModelSource, options: ServeOptions) -> Any:
     from kiln.serve.app import create_app
 
     return create_app(source, max_batch=options.max_batch, max_body_mb=options.max_body_mb,
-                      batch_wait_ms=options.batch_wait_ms, threads=options.threads)
+                      batch_wait_ms=options.batch_wait_ms, threads=options.threads,
+                      multiprocess_metrics=options.workers > 1)
 
 
 def serve(source: ModelSource, options: ServeOptions) -> int:
@@ -59,11 +60,9 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
         timeout_graceful_shutdown=math.ceil(options.grace_seconds), access_log=False,
     )
     if options.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from kiln.serve.workers import run_workers
 
-        sock = config.bind_socket()
-        supervisor = Multiprocess(config, sockets=[sock])
-        supervisor.run()
+        run_workers(config)
         return 0
     server = _server_class()(config)
     server.run()
