@@ -32,8 +32,11 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
     progress: bool = True  # rich progress bar (only shown when stdout is a terminal)
     # Linux (glibc): keep memory freed between steps for reuse instead of page-faulting it in
-    # again every step (CNN epochs on CPU ran 5-10 % faster); the resident size stays at its peak
+    # again every step (the reference CNN's CPU epochs: 12 % faster); resident size stays at its peak
     keep_freed_memory: bool = True
+    # CPU: treat denormal floats (under 1.2e-38) as zero while training; late in a run Adam's
+    # state decays into them and epochs slowed 3x (bench/README.md); zero trains as well
+    flush_denormal: bool = True
 
 
 class SyntheticConfig(Section):

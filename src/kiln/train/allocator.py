@@ -2,8 +2,8 @@
 
 By default glibc serves big allocations with fresh ``mmap``s and returns free heap to the OS, so
 a network's activations, freed and allocated again every step, are page-faulted in again every
-step: for the reference CNN on 2 CPU cores that was 0.1-0.7 s of kernel time per 2-second epoch
-(bench/README.md). Fixing the mmap threshold at glibc's maximum (32 MiB) and raising the trim
+step: for the reference CNN on one CPU core that was 277,000 page faults and 0.4 s of kernel time
+per 2.3-second epoch, 12 % of its time (bench/allocator.py, bench/README.md). Fixing the mmap threshold at glibc's maximum (32 MiB) and raising the trim
 threshold keeps that memory in the process. The price: the resident size stays at its peak, as
 with PyTorch's own caching allocator on CUDA. Allocations over 32 MiB still take the slow path
 (jemalloc or tcmalloc through LD_PRELOAD avoid it; see PyTorch's CPU performance guide).

@@ -198,6 +198,7 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
         "finished_at": _now(),
         "trackers": {"used": c.tracker.names, "failed": c.tracker.failures},
         "glibc_malloc": state.extras.get("glibc_malloc"),  # run.keep_freed_memory's outcome
+        "flush_denormal": state.extras.get("flush_denormal"),  # denormals were zero while training
         "error": None if state.error is None else f"{type(state.error).__name__}: {state.error}",
     }
 

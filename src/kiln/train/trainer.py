@@ -22,6 +22,7 @@ from kiln.data.spec import DataBundle
 from kiln.distributed import all_reduce_max
 from kiln.errors import KilnError
 from kiln.train.callback import Callback, overrides
+from kiln.train.denormals import flushing_denormals
 from kiln.train.evaluate import autocast, evaluate
 from kiln.train.events import Event
 from kiln.train.optim import l2_penalty, weight_matrices
@@ -99,11 +100,16 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Train, evaluate the test split with the final (best, when restored) weights, save the run."""
+        with flushing_denormals(self.config.run.flush_denormal) as flushed:
+            return self._fit(flushed)
+
+    def _fit(self, flushed: bool) -> FitResult:
         from kiln.train import run as run_module
 
         started = time.time()
         c, state = run_module.prepare(self)
         self.components, self.state = c, state
+        state.extras["flush_denormal"] = flushed
         self._hooks = {
             event: [getattr(cb, event.hook) for cb in c.callbacks if overrides(cb, event)]
             for event in Event
