@@ -15,8 +15,10 @@ costs nothing; for many machines use PostgreSQL, which is what it is for.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kiln.config.schema import KilnConfig
@@ -66,17 +68,21 @@ def make_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT, "isolation_level": None}} if sqlite else {}
     beat = spec.heartbeat
-    try:
+
+    def connect() -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             # Heartbeats and their retry callback are marked experimental since Optuna 2.8; they
             # are the documented way to recover trials of dead workers, and kiln tests them.
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=beat.interval,
                 grace_period=beat.grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=beat.max_retries),
             )
+
+    try:
+        storage = _retrying_schema_races(connect)
     except ImportError as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
         raise MissingExtraError(str(cause.name or f"the database driver for {mask(url)}"), "sweep") from None
@@ -90,6 +96,24 @@ def make_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
 
         event.listen(storage.engine, "begin", _begin_immediate)
     return storage
+
+
+SCHEMA_RACE_ATTEMPTS = 5
+
+
+def _retrying_schema_races(connect: Callable[[], optuna.storages.RDBStorage]) -> optuna.storages.RDBStorage:
+    """``connect()``, again after a short random pause when another worker was creating Optuna's
+    tables in the same new database at the same moment: PostgreSQL then refuses one of the two
+    CREATE TABLEs (a duplicate key in pg_type, or "already exists"); the retry finds them made."""
+    for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
+        try:
+            return connect()
+        except Exception as exc:
+            text = str(exc)
+            if attempt == SCHEMA_RACE_ATTEMPTS or not ("duplicate key" in text or "already exists" in text):
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+    raise AssertionError("unreachable")
 
 
 def with_driver(url: str) -> str:
