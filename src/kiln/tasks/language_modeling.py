@@ -29,7 +29,7 @@ class LanguageModelingMeter(Sums):
 
     def update(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> None:
         tokens = targets.numel()
-        self.add("loss", loss.detach() * tokens)
+        self.add("loss", loss, weight=tokens)
         self.add("correct", (outputs.detach().argmax(dim=-1) == targets).sum())
         self.add("tokens", torch.tensor(tokens, device=targets.device))
         self.count += targets.shape[0]
