@@ -18,6 +18,7 @@ from typing import Any
 from kiln.checkpoint.manager import load_checkpoint
 from kiln.config.loader import load_config
 from kiln.config.schema import KilnConfig
+from kiln.distributed.env import launch_env
 from kiln.distributed.group import all_gather_object, broadcast_object, setup
 from kiln.errors import CheckpointError, DistributedError, KilnError
 from kiln.runs.layout import RunPaths
@@ -28,6 +29,8 @@ def agreed_resume_plan(
     path: str | Path, overrides: Sequence[str] = (), allow_config_change: bool = False
 ) -> ResumePlan:
     """``plan_resume`` decided by rank 0 for every rank (joins the process group first, when launched)."""
+    if launch_env().world_size <= 1:  # one process: nothing to agree on (the trainer joins any group)
+        return plan_resume(path, overrides, allow_config_change)
     run_dir = resolve_run_dir(path)
     config = load_config(RunPaths(run_dir).config, overrides)
     w = setup(config.distributed, config.run.device)  # the run's own timeout and backend
