@@ -22,6 +22,7 @@ from kiln.tracking.jsonl import JsonlTracker
 log = logging.getLogger("kiln.tracking")
 
 _STOP = object()
+PAUSE = 0.2  # seconds the fan-out thread naps between batches of records
 
 
 class MultiTracker:
@@ -39,10 +40,8 @@ class MultiTracker:
         factories: Mapping[str, Callable[[], Tracker]],
         queue_size: int = 10_000,
         on_failure: Callable[[str, BaseException], None] | None = None,
-        pause: float = 0.2,
     ) -> None:
         self.jsonl = jsonl
-        self._pause = pause  # seconds the fan-out thread naps between batches of records
         self.failures: dict[str, str] = {}
         self.dropped = 0
         self.unsent = 0
@@ -145,7 +144,7 @@ class MultiTracker:
             if not any(method in ("_flush", "close") for method, _ in batch):
                 # Waking for every record would take the GIL from the training thread each time;
                 # a short nap lets records gather so the thread wakes a few times a second at most.
-                time.sleep(self._pause)
+                time.sleep(PAUSE)
 
     def _take_batch(self) -> list[Any]:
         """Block for one queued item, then take whatever else is already waiting."""
