@@ -20,7 +20,6 @@ if TYPE_CHECKING:
         World,
         all_gather_object,
         all_reduce_max,
-        all_reduce_sum,
         broadcast_object,
         choose_backend,
         is_rank_zero,
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
     from kiln.errors import DistributedError
 
 # Lazy: the CLI imports kiln.distributed.launch (argparse only) to build `kiln --help`; the group
-# module imports torch.distributed, which takes seconds.
-_GROUP = ("World", "all_gather_object", "all_reduce_max", "all_reduce_sum", "broadcast_object",
+# module imports torch, which takes over a second.
+_GROUP = ("World", "all_gather_object", "all_reduce_max", "broadcast_object",
           "choose_backend", "is_rank_zero", "seed_rank", "setup", "shutdown", "world")
 _PUBLIC = {
     **dict.fromkeys(_GROUP, "kiln.distributed.group"),
@@ -52,7 +51,6 @@ __all__ = [
     "World",
     "all_gather_object",
     "all_reduce_max",
-    "all_reduce_sum",
     "batch_plan",
     "broadcast_object",
     "choose_backend",

@@ -144,18 +144,10 @@ def all_gather_object(obj: T) -> list[T]:
     return out
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise sum over ranks (a new tensor; the input is left as it was)."""
-    if not world().distributed:
-        return tensor.clone()
-    out = tensor.detach().to(_collective_device(), copy=True)
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out.to(tensor.device)
-
-
 def all_reduce_max(value: int) -> int:
-    """The largest ``value`` over ranks (used to agree on a stop)."""
-    if not world().distributed:
+    """The largest ``value`` over ranks (used to agree on a stop). Runs at every training step of
+    a distributed run, so it asks torch for the group directly instead of building a World."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return value
     out = torch.tensor([value], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(out, op=dist.ReduceOp.MAX)
