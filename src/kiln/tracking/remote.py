@@ -59,7 +59,8 @@ class RemoteTracker:
         if self._error is not None:
             raise TrackingError(self._error)
         if self.process.poll() is not None:
-            raise TrackingError(f"the {self.name} worker process exited ({self.process.returncode})")
+            self._reader.join(timeout=5)  # its last words (the error) may still be in the pipe
+            raise TrackingError(self._error or f"the {self.name} worker process exited ({self.process.returncode})")
         payload = (args[0], args[1]) if method == "__init__" else (method, args)
         try:
             pickle.dump(payload, self._stdin, protocol=pickle.HIGHEST_PROTOCOL)
