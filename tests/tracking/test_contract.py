@@ -49,3 +49,5 @@ def test_mlflow(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.metrics["loss"] == 0.25 and "nonfinite" not in run.data.metrics
     assert run.data.params["model.hidden"] == "[16, 8]"
+    steps = {m.step: m.value for m in MlflowClient(uri).get_metric_history(tracker.run_id, "step/loss")}
+    assert steps == {2: 0.5, 6: 0.2, 7: 0.1}  # log_metrics, then two steps in one log_metric_records

@@ -57,6 +57,34 @@ def test_every_record_reaches_trackers_in_order(tmp_path: Path) -> None:
     assert len([r for r in read_events(tmp_path / "events.jsonl") if r["event"] == "metrics"]) == 20
 
 
+class BulkRecorder(Recorder):
+    """Also takes several steps' metrics in one call, as the MLflow tracker does."""
+
+    def log_metric_records(self, records: list[tuple[dict[str, float], int, Scope]]) -> None:
+        self._record("log_metric_records", [step for _, step, _ in records])
+
+
+def test_consecutive_metrics_reach_a_bulk_tracker_in_few_calls_and_in_order(tmp_path: Path) -> None:
+    bulk, plain = BulkRecorder(), Recorder()
+    multi = MultiTracker(
+        JsonlTracker(tmp_path / "events.jsonl"), {"bulk": lambda: bulk, "plain": lambda: plain}
+    )
+    multi.flush()  # both trackers are built; the next records queue up during the thread's nap
+    for step in range(50):
+        multi.log_metrics({"loss": float(step)}, step, "step")
+    multi.log_event("epoch_end", {"epoch": 1})
+    multi.log_metrics({"loss": 0.0}, 50, "epoch")
+    multi.close("completed")
+
+    bulk_calls = [payload for method, payload in bulk.calls if method == "log_metric_records"]
+    assert [step for steps in bulk_calls for step in steps] == list(range(51))
+    assert len(bulk_calls) < 10  # the 50 step records arrived within a few naps of the thread
+    assert [method for method, _ in bulk.calls][-2:] == ["log_metric_records", "close"]
+    event_at = [method for method, _ in bulk.calls].index("log_event")
+    assert bulk.calls[event_at - 1][1][-1] == 49 and bulk.calls[event_at + 1][1] == [50]  # order kept
+    assert [payload[1] for method, payload in plain.calls if method == "log_metrics"] == list(range(51))
+
+
 def test_failing_tracker_is_reported_once_and_training_goes_on(tmp_path: Path) -> None:
     failures: list[str] = []
     recorder = Recorder(fail_on="log_metrics")

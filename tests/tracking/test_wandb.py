@@ -43,7 +43,7 @@ def test_wandb_tracker_passes_the_contract(tmp_path: Path) -> None:
     check_tracker(tracker, tmp_path)
     records = wandb_records(tmp_path / "logs" / "wandb")
     assert history(records, "loss") == [(1, 0.5), (5, 0.25)]  # epoch scope, against global_step
-    assert history(records, "step/loss") == [(2, 0.5)]
+    assert history(records, "step/loss") == [(2, 0.5), (6, 0.2), (7, 0.1)]  # the last two one by one
     config = [r["config"]["update"] for r in records if r["type"] == "config"]
     assert any(update.get("model.hidden") == [16, 8] for update in config)
     assert [r["exit"]["exit_code"] for r in records if r["type"] == "exit"] == [0]

@@ -5,11 +5,12 @@ A tracker need not be thread-safe: the fan-out calls each one from a single thre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Scope = Literal["step", "epoch", "test", "system"]
+MetricRecord = tuple[Mapping[str, float], int, Scope]  # the arguments of one log_metrics call
 
 
 @runtime_checkable
@@ -27,6 +28,17 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path) -> None: ...
 
     def close(self, status: str) -> None: ...
+
+
+def log_metric_records(tracker: Tracker, records: Sequence[MetricRecord]) -> None:
+    """Give ``records`` to ``tracker`` in one call when it takes them that way (an optional
+    ``log_metric_records``: one database write, or one message to a worker), else one by one."""
+    many = getattr(tracker, "log_metric_records", None)
+    if many is not None:
+        many(records)
+        return
+    for metrics, step, scope in records:
+        tracker.log_metrics(metrics, step, scope)
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

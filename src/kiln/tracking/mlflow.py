@@ -15,12 +15,12 @@ import math
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kiln.errors import MissingExtraError, TrackingError
-from kiln.tracking.base import Scope
+from kiln.tracking.base import MetricRecord, Scope
 
 log = logging.getLogger("kiln.tracking")
 
@@ -121,16 +121,22 @@ class MlflowTracker:
             self._set_tags(changed)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        self.log_metric_records([(metrics, step, scope)])
+
+    def log_metric_records(self, records: Sequence[MetricRecord]) -> None:
+        """Several steps' metrics in one ``log_batch`` (per 1000 values, MLflow's limit), skipping
+        values MLflow already holds and non-finite ones."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = []
-        for key, value in metrics.items():
-            name = _PREFIX.get(scope, "") + key
-            if (name, step) in self._known or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            batch.append(Metric(name, float(value), now, step))
-            self._known.add((name, step))
+        for metrics, step, scope in records:
+            for key, value in metrics.items():
+                name = _PREFIX.get(scope, "") + key
+                if (name, step) in self._known or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    continue
+                batch.append(Metric(name, float(value), now, step))
+                self._known.add((name, step))
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 

@@ -7,6 +7,7 @@ A tracker that raises is reported once and disabled for the rest of the run; the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config.schema import KilnConfig
-from kiln.tracking.base import Scope, Tracker
+from kiln.tracking.base import MetricRecord, Scope, Tracker, log_metric_records
 from kiln.tracking.jsonl import JsonlTracker
 
 log = logging.getLogger("kiln.tracking")
@@ -137,7 +138,7 @@ class MultiTracker:
                 self._fail(name, exc)
         while True:
             batch = self._take_batch()
-            for item in batch:
+            for item in _coalesce(batch):
                 if item is _STOP:
                     return
                 self._dispatch(*item)
@@ -162,6 +163,8 @@ class MultiTracker:
             return
         for tracker in list(self._trackers):
             handler = getattr(tracker, method, None)
+            if method == "_metric_records":
+                handler = functools.partial(log_metric_records, tracker)
             if handler is None:  # optional methods (log_model) need not exist
                 continue
             try:
@@ -178,6 +181,22 @@ class MultiTracker:
     def jsonl_safe_event(self, event: str, data: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError, ValueError):  # events.jsonl already closed: nothing to add
             self.jsonl.log_event(event, data)
+
+
+def _coalesce(batch: list[Any]) -> list[Any]:
+    """Merge each run of consecutive ``log_metrics`` items into one ``_metric_records`` item, so a
+    tracker that takes records in bulk stores a nap's worth of steps in one write."""
+    out: list[Any] = []
+    for item in batch:
+        if item is not _STOP and item[0] == "log_metrics":
+            record: MetricRecord = item[1]
+            if out and out[-1] is not _STOP and out[-1][0] == "_metric_records":
+                out[-1][1][0].append(record)
+            else:
+                out.append(("_metric_records", ([record],)))
+        else:
+            out.append(item)
+    return out
 
 
 def _warn(name: str, exc: BaseException) -> None:

@@ -14,12 +14,12 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from kiln.errors import TrackingError
-from kiln.tracking.base import Scope
+from kiln.tracking.base import MetricRecord, Scope
 
 
 class RemoteTracker:
@@ -73,6 +73,9 @@ class RemoteTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
         self._send("log_metrics", dict(metrics), step, scope)
+
+    def log_metric_records(self, records: Sequence[MetricRecord]) -> None:
+        self._send("log_metric_records", list(records))
 
     def log_event(self, event: str, data: Mapping[str, Any]) -> None:
         self._send("log_event", event, dict(data))

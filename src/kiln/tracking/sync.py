@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 from kiln.runs.layout import RunPaths
+from kiln.tracking.base import MetricRecord
 from kiln.tracking.jsonl import read_events
 from kiln.tracking.mlflow import MlflowTracker, check_reachable, read_link
 
@@ -44,15 +45,20 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> SyncReport:
     )
     known_before = len(tracker._known)
     status = "interrupted"
+    pending: list[MetricRecord] = []  # consecutive metric records go to MLflow in one batch
     for record in read_events(paths.events):
         kind = record.get("event")
+        if kind == "metrics":
+            pending.append((record["metrics"], record["step"], record["scope"]))
+            continue
+        tracker.log_metric_records(pending)
+        pending = []
         if kind == "params":
             tracker.log_params(record["params"])
-        elif kind == "metrics":
-            tracker.log_metrics(record["metrics"], record["step"], record["scope"])
         elif kind == "summary":
             status = record["status"]
             tracker.log_event("summary", record)
+    tracker.log_metric_records(pending)
     for path in (paths.config, paths.summary, paths.environment, paths.csv_log):
         tracker.log_artifact(path)
     model_logged = _log_model_if_missing(tracker, paths)

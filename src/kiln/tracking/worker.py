@@ -22,7 +22,7 @@ def _emit(out: TextIO, message: dict[str, Any]) -> None:
 
 
 # Calls that need nothing the warm-up imports, so they go ahead while it runs.
-_LIGHT_CALLS = frozenset({"log_metrics", "log_params", "log_event"})
+_LIGHT_CALLS = frozenset({"log_metrics", "log_metric_records", "log_params", "log_event"})
 
 
 class _Unpickler(pickle.Unpickler):
