@@ -65,3 +65,22 @@ def test_step_evaluation_needs_a_validation_split(tmp_path: Path) -> None:
     cfg = lm_config(tmp_path, write_text(tmp_path), "data.val_fraction=0")
     with pytest.raises(ConfigError, match=r"eval_every_n_steps needs a validation split"):
         Trainer(cfg, quiet=True).fit()
+
+
+def test_download_fetches_the_text_into_place(tmp_path: Path) -> None:
+    served = write_text(tmp_path)
+    target = tmp_path / "data" / "input.txt"
+    cfg = lm_config(tmp_path, target, "data.download=true", f"data.text.url={served.as_uri()}")
+    bundle = build_data(cfg.data, 0)
+    assert target.read_bytes() == served.read_bytes()
+    assert len(bundle.train) > 0  # type: ignore[arg-type]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["input.txt"]  # no .part file left
+
+
+def test_failed_download_names_the_url_and_keeps_nothing(tmp_path: Path) -> None:
+    missing = (tmp_path / "nowhere.txt").as_uri()
+    target = tmp_path / "data" / "input.txt"
+    cfg = lm_config(tmp_path, target, "data.download=true", f"data.text.url={missing}")
+    with pytest.raises(DataError, match=rf"could not download {missing} to {target}: .*Put the file there by hand"):
+        build_data(cfg.data, 0)
+    assert list(target.parent.iterdir()) == []

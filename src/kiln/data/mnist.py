@@ -11,12 +11,9 @@ download never leaves a file that looks valid.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import math
-import os
 import struct
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +23,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from kiln.data.download import fetch
 from kiln.data.spec import DataBundle, DataSpec
 from kiln.data.split import Arrays, make_bundle
 from kiln.errors import DataError
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
 
     from kiln.config.schema import DataConfig
 
@@ -230,7 +227,7 @@ def _download(source: Source, directory: Path, stems: list[str]) -> None:
             failures = []
             for url in (mirror + name for mirror in source.mirrors):
                 try:
-                    _fetch(url, directory / name, source.md5[name], progress)
+                    fetch(url, directory / name, source.md5[name], progress)
                     break
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     failures.append(f"{url} ({exc})")
@@ -239,23 +236,3 @@ def _download(source: Source, directory: Path, stems: list[str]) -> None:
                     f"could not download {name} for {source.name}; tried: {'; '.join(failures)}. "
                     f"Check the network, or put the files into {directory} by hand."
                 )
-
-
-def _fetch(url: str, dest: Path, md5: str, progress: Progress) -> None:
-    """Download ``url`` to ``dest`` via a ``.part`` file, moved into place when its MD5 matches."""
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.md5(usedforsecurity=False)  # the published checksums are MD5; integrity only
-    task = progress.add_task(dest.name, total=None)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:
-            size = response.headers.get("Content-Length")
-            progress.update(task, total=int(size) if size else None)
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.advance(task, len(chunk))
-        if digest.hexdigest() != md5:
-            raise ValueError(f"MD5 {digest.hexdigest()} does not match the published {md5}")
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from kiln.data.download import fetch
 from kiln.data.spec import DataBundle, DataSpec
 from kiln.errors import ConfigError, DataError
 
@@ -100,17 +99,10 @@ def read_text(cfg: DataConfig) -> str:
 
 def download(url: str, path: Path) -> None:
     """Fetch ``url`` into ``path`` atomically (a partial file never takes the final name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-        os.replace(part, path)
+        fetch(url, path)
     except (OSError, ValueError, http.client.HTTPException) as exc:  # network, bad URL, cut-off reply
         raise DataError(f"could not download {url} to {path}: {exc}. Put the file there by hand.") from None
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[str, str, str]:
