@@ -39,7 +39,9 @@ schema migrations, once). An epoch is timed by an event clock (``epoch_start`` t
 last ends at ``fit_end``) and the first epoch of every run is discarded; the loop (every epoch) is
 reported too, and so are the epochs that began after the MLflow worker had created its run, since
 the worker's start-up (imports, opening the store) takes seconds of CPU that overlap the first
-epochs. The whole ``fit()`` is timed, and its end phase (after ``fit_end``: test pass, model
+epochs. Beside wall time, every epoch's CPU time of the training thread (``time.thread_time``) is
+reported: the work the thread did, which the host's pre-emption of this guest does not inflate
+(the host's share, *steal* in ``/proc/stat``, is reported per run). The whole ``fit()`` is timed, and its end phase (after ``fit_end``: test pass, model
 package, the MLflow model, the drain, closing) is reported on its own: it is outside the loop.
 From the seconds MLflow adds outside the loop and the per-epoch ratio, the report derives the
 length of training loop from which the whole run's overhead is under the target.
@@ -125,19 +127,26 @@ class Others:
         self.available = Path("/proc/stat").is_file()
         self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
 
-    def mark(self) -> tuple[float, float, float]:
-        busy = 0.0
+    def mark(self) -> tuple[float, float, float, float]:
+        busy = steal = 0.0
         if self.available:
             with open("/proc/stat", encoding="ascii") as f:
                 ticks = [int(x) for x in f.readline().split()[1:9]]
-            busy = (sum(ticks) - ticks[3] - ticks[4]) / self.tick  # minus idle and iowait
+            busy = (sum(ticks) - ticks[3] - ticks[4] - ticks[7]) / self.tick  # minus idle, iowait, steal
+            steal = ticks[7] / self.tick  # a guest's vCPU waiting while the host runs something else
         own = os.times()  # children: kiln's tracker workers, counted once they have been waited for
-        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system, steal
 
-    def since(self, start: tuple[float, float, float]) -> float:
+    def since(self, start: tuple[float, float, float, float]) -> float:
         now = self.mark()
         wall = now[0] - start[0]
         return max(0.0, (now[1] - start[1]) - (now[2] - start[2])) / wall if wall > 0 else 0.0
+
+    def steal_since(self, start: tuple[float, float, float, float]) -> float:
+        """Average vCPUs the host took away (``steal`` in ``/proc/stat``) since ``start``."""
+        now = self.mark()
+        wall = now[0] - start[0]
+        return (now[3] - start[3]) / wall if wall > 0 else 0.0
 
 
 def machine() -> dict[str, str]:
@@ -432,30 +441,34 @@ def profile_calls(calls: int) -> list[str]:
 
 
 class Clock(Callback):
-    """Wall time of every epoch (``epoch_start`` to the next, the last to ``fit_end``) and the
-    moments the loop starts and ends."""
+    """Wall time of every epoch (``epoch_start`` to the next, the last to ``fit_end``), the CPU
+    time of the training thread in it, and the moments the loop starts and ends."""
 
     def __init__(self) -> None:
         self.started: float | None = None
+        self.cpu_started = 0.0
         self.first: float | None = None
         self.ended: float | None = None
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []  # the training thread's own CPU time (time.thread_time)
         self.wall_starts: list[float] = []  # time.time() of every epoch_start, to compare with MLflow
 
     @override
     def on_epoch_start(self, state: TrainState) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         self.wall_starts.append(time.time())
         if self.started is not None:
             self.seconds.append(now - self.started)
+            self.cpu_seconds.append(cpu - self.cpu_started)
         self.first = self.first or now
-        self.started = now
+        self.started, self.cpu_started = now, cpu
 
     @override
     def on_fit_end(self, state: TrainState) -> None:
         assert self.started is not None
         self.ended = time.perf_counter()
         self.seconds.append(self.ended - self.started)
+        self.cpu_seconds.append(time.thread_time() - self.cpu_started)
 
 
 @dataclass
@@ -464,6 +477,7 @@ class RunRecord:
 
     side: str
     epochs: list[float]
+    epochs_cpu: list[float]  # the training thread's CPU seconds in the same epochs
     first_epoch: float  # discarded from ``epochs``: it overlaps the MLflow tracker's start-up
     epoch_time: list[float]
     loop_s: float  # first epoch_start to fit_end: every epoch, the first included
@@ -471,6 +485,7 @@ class RunRecord:
     setup_s: float  # fit() to the first epoch_start
     end_s: float  # fit_end to the return of fit(): test, model package, MLflow model, drain, close
     others: float  # cores other processes used during the fit
+    steal: float  # vCPUs the host took away during the fit (/proc/stat steal)
     worker_cpu_s: float  # CPU seconds of child processes (kiln's MLflow worker) during the fit
     dropped: int
     unsent: int
@@ -526,7 +541,7 @@ def run_fit(side: str, cfg: KilnConfig, data: DataBundle, others: Others) -> Run
     began = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - began
-    used = others.since(mark)
+    used, steal = others.since(mark), others.steal_since(mark)
     after = os.times()
     if result.status != "completed":
         raise RuntimeError(f"{side}: run {result.run_dir} ended {result.status}")
@@ -538,6 +553,7 @@ def run_fit(side: str, cfg: KilnConfig, data: DataBundle, others: Others) -> Run
     return RunRecord(
         side=side,
         epochs=clock.seconds[1:],
+        epochs_cpu=clock.cpu_seconds[1:],
         first_epoch=clock.seconds[0],
         epoch_time=[h["epoch_time"] for h in trainer.state.history][1:],
         loop_s=clock.ended - clock.first,
@@ -545,6 +561,7 @@ def run_fit(side: str, cfg: KilnConfig, data: DataBundle, others: Others) -> Run
         setup_s=clock.first - began,
         end_s=began + wall - clock.ended,
         others=used,
+        steal=steal,
         worker_cpu_s=(after.children_user + after.children_system)
         - (children.children_user + children.children_system),
         dropped=tracker.dropped,
@@ -583,7 +600,9 @@ def bench_runs(args: argparse.Namespace, others: Others) -> tuple[list[RunRecord
             off = next(x for x in mine if x.side == "off")
             line = "  ".join(
                 f"{x.side} {statistics.median(x.epochs):.3f} s (x{statistics.median(x.epochs) / statistics.median(off.epochs):.3f}, "
-                f"wall {x.wall_s:.1f} s, end {x.end_s:.1f} s)" for x in sorted(mine, key=lambda x: sides.index(x.side))
+                f"thread CPU x{statistics.median(x.epochs_cpu) / statistics.median(off.epochs_cpu):.3f}, "
+                f"wall {x.wall_s:.1f} s, end {x.end_s:.1f} s, steal {x.steal:.2f})"
+                for x in sorted(mine, key=lambda x: sides.index(x.side))
             )
             log(f"part 2 round {r + 1}/{args.run_rounds}: {line}  (others ~{max(x.others for x in mine):.1f} cores)")
     return records, steps
@@ -667,16 +686,20 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
         "",
         "| side | tracking | epoch s | epoch ratio: median of rounds (min-max) | target | met "
         "| loop s | loop ratio: median of rounds (min-max) | epoch s once MLflow was up (epochs) "
-        "| its ratio: median of rounds |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| its ratio: median of rounds | training thread CPU s per epoch | its ratio: median of rounds (min-max) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for side in sides:
         epoch = statistics.median(e for x in by_side[side] for e in x.epochs)
         loop = statistics.median(x.loop_s for x in by_side[side])
+        cpu = statistics.median(c for x in by_side[side] for c in x.epochs_cpu)
         if side == "off":
-            lines.append(f"| {side} | {RUN_SIDES[side][0]} | {epoch:.3f} | 1 | - | - | {loop:.2f} | 1 | - | - |")
+            lines.append(
+                f"| {side} | {RUN_SIDES[side][0]} | {epoch:.3f} | 1 | - | - | {loop:.2f} | 1 | - | - | {cpu:.3f} | 1 |"
+            )
             continue
         e, lo = paired(side, epochs), paired(side, lambda x: x.loop_s)
+        c = paired(side, lambda x: statistics.median(x.epochs_cpu))
         up = [s for x in by_side[side] for s in x.epochs_up]
         up_ratio = [
             statistics.median(mine.epochs_up) / epochs(base)
@@ -690,7 +713,8 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
             f"({min(e):.3f}-{max(e):.3f}) | <= {OVERHEAD_TARGET:.2f} | {met} | {loop:.2f} "
             f"| {statistics.median(lo):.3f} ({min(lo):.3f}-{max(lo):.3f}) "
             f"| {f'{statistics.median(up):.3f} ({len(up)})' if up else '- (0)'} "
-            f"| {f'{statistics.median(up_ratio):.3f} ({len(up_ratio)} rounds)' if up_ratio else '-'} |"
+            f"| {f'{statistics.median(up_ratio):.3f} ({len(up_ratio)} rounds)' if up_ratio else '-'} "
+            f"| {cpu:.3f} | {statistics.median(c):.3f} ({min(c):.3f}-{max(c):.3f}) |"
         )
     lines += [
         "",
@@ -707,8 +731,9 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
         "",
         "| side | whole fit() s | setup s | end phase s (test, model package, MLflow model, drain, "
         "close) | MLflow run created, s after fit() began | MLflow worker CPU s "
-        "| step values in MLflow / logged | dropped / unsent | tracker failures | others' cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| step values in MLflow / logged | dropped / unsent | tracker failures | others' cores "
+        "| host steal, vCPUs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for side in sides:
         xs = by_side[side]
@@ -723,7 +748,8 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
             f"| {f'{statistics.median(ups):.1f}' if ups else '-'} "
             f"| {statistics.median(x.worker_cpu_s for x in xs):.1f} | {sent} "
             f"| {sum(x.dropped for x in xs)} / {sum(x.unsent for x in xs)} "
-            f"| {f'{failures} runs' if failures else 'none'} | {statistics.median(x.others for x in xs):.2f} |"
+            f"| {f'{failures} runs' if failures else 'none'} | {statistics.median(x.others for x in xs):.2f} "
+            f"| {statistics.median(x.steal for x in xs):.2f} |"
         )
     lines += ["", *whole_run_lines(sides, rounds, paired)]
     return lines
