@@ -1,15 +1,19 @@
 """The fan-out: events.jsonl is written synchronously first; every other tracker is fed from a
-bounded queue by one background thread, so a slow or failing tracker never stalls training.
+bounded buffer by one background thread, so a slow or failing tracker never stalls training.
+
+The buffer is a plain ``deque`` that the thread empties every ``PAUSE`` seconds: appending to it
+takes no lock and wakes no thread, which a ``queue.Queue`` would (its lock, its condition
+variable). ``flush`` and ``close`` wake the thread at once.
 
 A tracker that raises is reported once and disabled for the rest of the run; the run goes on.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +27,7 @@ from kiln.tracking.jsonl import JsonlTracker
 log = logging.getLogger("kiln.tracking")
 
 _STOP = object()
-PAUSE = 0.2  # seconds the fan-out thread naps between batches of records
+PAUSE = 0.2  # seconds between the fan-out thread's rounds: records gather, the thread wakes rarely
 
 
 class MultiTracker:
@@ -49,9 +53,12 @@ class MultiTracker:
         self._factories = dict(factories)
         self._trackers: list[Tracker] = []
         self._on_failure = on_failure or _warn
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._pending: collections.deque[Any] = collections.deque()  # append/popleft: GIL-atomic
+        self._limit = queue_size
+        self._wake = threading.Event()  # flush, close and a full replay do not wait for the pause
         self._thread = threading.Thread(target=self._work, name="kiln-tracking", daemon=True)
-        self._thread.start()
+        if self._factories:  # events.jsonl alone needs no thread
+            self._thread.start()
 
     @property
     def names(self) -> list[str]:
@@ -60,10 +67,15 @@ class MultiTracker:
     def _enqueue(self, method: str, *args: Any) -> None:
         if not self._factories:
             return
-        try:
-            self._queue.put_nowait((method, args))
-        except queue.Full:
+        if len(self._pending) >= self._limit:
             self.dropped += 1  # the jsonl record exists; the backlog can be replayed from it
+            return
+        self._pending.append((method, args))
+
+    def _control(self, *items: Any) -> None:
+        """Queue ``items`` past the bound (they must not be dropped) and wake the thread now."""
+        self._pending.extend(items)
+        self._wake.set()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.jsonl.log_params(params)
@@ -90,41 +102,47 @@ class MultiTracker:
         """Feed records read from events.jsonl to every tracker but jsonl (which already has them).
 
         Used on resume to rebuild the CSV and TensorBoard logs from the truncated events.jsonl.
-        Blocks when the queue is full: nothing of the history may be dropped here.
+        Waits while the buffer is full: nothing of the history may be dropped here.
         """
         if not self._factories:
             return
         for record in records:
             kind = record.get("event")
             if kind == "params":
-                self._queue.put(("log_params", (record["params"],)))
+                item: tuple[str, tuple[Any, ...]] = ("log_params", (record["params"],))
             elif kind == "metrics":
-                self._queue.put(("log_metrics", (record["metrics"], record["step"], record["scope"])))
+                item = ("log_metrics", (record["metrics"], record["step"], record["scope"]))
             elif kind == "summary":
-                self._queue.put(("log_event", ("summary", record)))
+                item = ("log_event", ("summary", record))
+            else:
+                continue
+            while len(self._pending) >= self._limit and self._thread.is_alive():
+                self._wake.set()
+                time.sleep(0.01)
+            self._pending.append(item)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until the background thread has handed every queued record to its trackers."""
+        """Wait until the background thread has handed every buffered record to its trackers."""
+        if not self._factories:
+            return
         done = threading.Event()
-        self._enqueue("_flush", done)
-        if self._factories:
-            done.wait(timeout)
+        self._control(("_flush", (done,)))
+        done.wait(timeout)
 
     def close(self, status: str, timeout: float = 60.0) -> None:
-        """Drain the queue (up to ``timeout`` seconds), close every tracker, then events.jsonl."""
+        """Drain the buffer (up to ``timeout`` seconds), close every tracker, then events.jsonl."""
         if self._thread.is_alive():
-            self._queue.put(("close", (status,)))
-            self._queue.put(_STOP)
+            self._control(("close", (status,)), _STOP)
             self._thread.join(timeout)
             if self._thread.is_alive():
-                self.unsent = self._queue.qsize()
+                self.unsent = len(self._pending)
                 log.warning(
                     "tracking: gave up waiting for slow trackers after %.0f s; %d records not sent "
                     "(they are in logs/events.jsonl: `kiln sync` sends them later)", timeout, self.unsent,
                 )
         if self.dropped:
             log.warning(
-                "tracking: %d records were dropped for slow trackers (queue full); "
+                "tracking: %d records were dropped for slow trackers (buffer full); "
                 "logs/events.jsonl has them all",
                 self.dropped,
             )
@@ -137,24 +155,18 @@ class MultiTracker:
             except Exception as exc:
                 self._fail(name, exc)
         while True:
-            batch = self._take_batch()
-            for item in _coalesce(batch):
+            self._wake.wait(PAUSE)
+            self._wake.clear()
+            for item in _coalesce(self._take_batch()):
                 if item is _STOP:
                     return
                 self._dispatch(*item)
-            if not any(method in ("_flush", "close") for method, _ in batch):
-                # Waking for every record would take the GIL from the training thread each time;
-                # a short nap lets records gather so the thread wakes a few times a second at most.
-                time.sleep(PAUSE)
 
     def _take_batch(self) -> list[Any]:
-        """Block for one queued item, then take whatever else is already waiting."""
-        batch = [self._queue.get()]
-        while batch[-1] is not _STOP:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        """Everything buffered so far, oldest first."""
+        batch: list[Any] = []
+        while self._pending and not (batch and batch[-1] is _STOP):  # one consumer: no race
+            batch.append(self._pending.popleft())
         return batch
 
     def _dispatch(self, method: str, args: tuple[Any, ...]) -> None:
