@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from kiln.errors import ServeError
 from kiln.serve.workers import metrics_directory
 from kiln.settings import PROMETHEUS_MULTIPROC_DIR
-from tests.serve.conftest import Server, running
+from tests.serve.conftest import Server, running, start_server
 from tests.serve.helpers import digits_inputs, metric_samples
 
 PREDICT_200 = ("kiln_requests_total", (("endpoint", "/predict"), ("status", "200")))
@@ -123,3 +123,13 @@ def test_an_operators_directory_that_is_not_one_is_refused(
     monkeypatch.setenv(PROMETHEUS_MULTIPROC_DIR, value and str(tmp_path / value))
     with pytest.raises(ServeError, match="is not a directory: create it"), metrics_directory():
         pass
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_exits_130_with_one_worker_or_several(served_run: Path, tmp_path: Path, workers: str) -> None:
+    server = start_server(served_run, tmp_path / "server.log", "--workers", workers)
+    try:
+        code = server.stop(sig=signal.SIGINT)
+    finally:
+        server.stop()
+    assert code == 130, server.output()

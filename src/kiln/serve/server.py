@@ -62,8 +62,7 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     if options.workers > 1:
         from kiln.serve.workers import run_workers
 
-        run_workers(config)
-        return 0
+        return run_workers(config)
     server = _server_class()(config)
     server.run()
     if server.started is False and not server.received:

@@ -28,10 +28,13 @@ from kiln.settings import PROMETHEUS_MULTIPROC_DIR
 log = logging.getLogger("kiln.serve")
 
 
-def run_workers(config: Any) -> None:
-    """Run ``config.workers`` processes of ``config``'s app on one socket until SIGTERM/SIGINT."""
+def run_workers(config: Any) -> int:
+    """Run ``config.workers`` processes of ``config``'s app on one socket until SIGTERM/SIGINT;
+    the exit code is that of one server: 130 after SIGINT (Ctrl-C), 0 after SIGTERM."""
     with config.bind_socket() as sock, metrics_directory() as directory:
-        _supervisor_class()(config, [sock], directory).run()
+        supervisor = _supervisor_class()(config, [sock], directory)
+        supervisor.run()
+    return 130 if supervisor.interrupted else 0
 
 
 @contextlib.contextmanager
@@ -68,6 +71,11 @@ def _supervisor_class() -> type:
             super().__init__(config, sockets=sockets)
             self.directory = directory
             self.alive: set[int] = set()
+            self.interrupted = False
+
+        def handle_int(self) -> None:
+            self.interrupted = True
+            super().handle_int()
 
         def keep_subprocess_alive(self) -> None:
             # Called every half second; it has just replaced any worker that died.
