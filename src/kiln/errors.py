@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 
 class KilnError(Exception):
     """Base of every error caused by input a user controls: config, files, data, requests."""
@@ -65,3 +67,13 @@ class MissingExtraError(KilnError):
             f"this feature needs the optional package {module!r}, which is not installed. "
             f"Install it with: pip install 'kiln-ml[{extra}]'"
         )
+
+
+def require_extra(module: str, extra: str) -> ModuleType:
+    """Import the optional ``module``, or raise MissingExtraError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, extra) from None

@@ -25,7 +25,9 @@ DPI = 100
 ANNOTATE_MAX_CLASSES = 20  # beyond this, counts in cells are unreadable
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of the reports' style (object API: no pyplot state, safe off the main thread), or
+    MissingExtraError when matplotlib (the ``report`` extra) is not installed."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -37,7 +39,7 @@ def confusion_png(confusion: npt.NDArray[np.int64], class_names: Sequence[str], 
     """Counts per (true, predicted) class; cell colour is the share of the true class's row."""
     k = len(confusion)
     side = min(max(4.0, 0.45 * k + 2.0), 16.0)
-    fig = _figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     rows = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
@@ -75,7 +77,7 @@ def curves_png(history: History, path: Path, title: str) -> Path | None:
     if not panels or not epochs:
         return None
     names = sorted(panels, key=lambda n: (n != "loss", n == "lr", n))
-    fig = _figure(4.2 * len(names), 3.4)
+    fig = new_figure(4.2 * len(names), 3.4)
     for i, name in enumerate(names, start=1):
         ax = fig.add_subplot(1, len(names), i)
         for key in panels[name]:
@@ -94,7 +96,7 @@ def examples_png(images: npt.NDArray[Any], captions: Sequence[str], path: Path, 
     n = len(images)
     cols = min(n, 4)
     rows = max(1, math.ceil(n / cols))
-    fig = _figure(2.2 * cols, 2.4 * rows + 0.4)
+    fig = new_figure(2.2 * cols, 2.4 * rows + 0.4)
     for i, (image, caption) in enumerate(zip(images, captions, strict=True), start=1):
         ax = fig.add_subplot(rows, cols, i)
         ax.imshow(_displayable(image), cmap="gray" if image.shape[0] == 1 else None)

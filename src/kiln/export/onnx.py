@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import ExportError, MissingExtraError
+from kiln.errors import ExportError, require_extra
 from kiln.export.parity import Array, Runner
 
 INPUT_NAME = "input"
@@ -50,8 +50,8 @@ def quiet_exporter() -> Iterator[None]:
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
     """Write ``model`` as ONNX to ``path`` (one self-contained file) and check it."""
-    require("onnxscript", "export")
-    onnx = require("onnx", "export")
+    require_extra("onnxscript", "export")
+    onnx = require_extra("onnx", "export")
     try:
         with quiet_exporter(), torch.no_grad():
             torch.onnx.export(
@@ -86,7 +86,7 @@ def onnx_opset(path: Path) -> int | None:
 
 def onnx_runner(path: Path) -> Runner:
     """Run the ONNX file with ONNX Runtime on the CPU."""
-    ort = require("onnxruntime", "export")
+    ort = require_extra("onnxruntime", "export")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's info lines are noise in a CLI
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -97,15 +97,6 @@ def onnx_runner(path: Path) -> Runner:
         return np.asarray(outputs, dtype=np.float32)
 
     return run
-
-
-def require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(module, extra) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kiln.errors import ExportError
-from kiln.export.onnx import require
+from kiln.errors import ExportError, require_extra
 
 
 def quantize_int8(source: Path, target: Path) -> None:
     """Write an int8 dynamically quantized copy of the ONNX model ``source`` to ``target``."""
-    require("onnxruntime", "export")
+    require_extra("onnxruntime", "export")
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

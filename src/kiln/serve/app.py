@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from kiln.errors import require_extra
 from kiln.serve.model import ModelSource, ServedModel
 
 log = logging.getLogger("kiln.serve")
@@ -126,6 +127,4 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:
 
 def require(module: str) -> Any:
     """Import an optional dependency of the server, or MissingExtraError naming the extra."""
-    from kiln.export.onnx import require as require_extra
-
     return require_extra(module, "serve")

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kiln.export.onnx import require
+from kiln.errors import require_extra
 
 Array = npt.NDArray[np.float32]
 
@@ -51,7 +51,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, task: str, threads: int = 1) -> None:
-        ort = require("onnxruntime", "export")
+        ort = require_extra("onnxruntime", "export")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.errors import MissingExtraError
+from kiln.eval.plots import new_figure
 from kiln.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from optuna.trial import FrozenTrial
 
-DPI = 100
 
 
 class PlotSkipped(Exception):
@@ -51,20 +50,13 @@ def draw_plots(study: optuna.Study, spec: SweepSpec, out_dir: Path) -> tuple[dic
     return drawn, skipped
 
 
-def _figure(width: float, height: float) -> Figure:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingExtraError("matplotlib", "report") from None
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
 
 def _history(study: optuna.Study, trials: Sequence[FrozenTrial], done: Sequence[FrozenTrial], spec: SweepSpec) -> Figure:
     from optuna.trial import TrialState
 
     if not done:
         raise PlotSkipped("no completed trial yet")
-    fig = _figure(7, 4)
+    fig = new_figure(7, 4)
     ax = fig.add_subplot()
     ax.scatter([t.number for t in done], [float(t.value or 0.0) for t in done], s=18, label="completed", zorder=3)
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
@@ -98,7 +90,7 @@ def _importances(study: optuna.Study, trials: Sequence[FrozenTrial], done: Seque
     except (ValueError, RuntimeError) as exc:
         raise PlotSkipped(f"importances could not be computed: {exc}") from None
     names = sorted(scores, key=lambda n: scores[n])
-    fig = _figure(7, 1.2 + 0.5 * len(names))
+    fig = new_figure(7, 1.2 + 0.5 * len(names))
     ax = fig.add_subplot()
     ax.barh(names, [float(scores[n]) for n in names], color="tab:blue")
     for y, name in enumerate(names):
@@ -116,7 +108,7 @@ def _parallel(study: optuna.Study, trials: Sequence[FrozenTrial], done: Sequence
     axes = [_axis(name, spec, done) for name in names]
     values = [float(t.value) for t in done if t.value is not None]
     axes.append(_numeric_axis(spec.metric, values, log=False))
-    fig = _figure(1.8 * len(axes) + 2, 4.5)
+    fig = new_figure(1.8 * len(axes) + 2, 4.5)
     ax = fig.add_subplot()
     import matplotlib as mpl
 
