@@ -49,7 +49,6 @@ import argparse
 import io
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from stats import median_ci, verdict  # bench/stats.py (this folder is on sys.path)
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
@@ -357,24 +357,6 @@ def bench_model(model: str, args: argparse.Namespace, machine: Machine) -> Resul
 def quartiles(values: list[float]) -> list[float]:
     """First quartile, median and third quartile (the value thrice when there is only one)."""
     return statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-
-
-def median_ci(values: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap confidence interval of the median of ``values`` (percentile method)."""
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
-
-
-def verdict(median: float, low: float, high: float, target: float) -> str:
-    """Whether the target is met, and whether the noise lets one say so: the 95 % confidence
-    interval of the median per-round ratio decides; when it straddles the target, the median
-    alone is reported as a lean, not a verdict."""
-    if high <= target:
-        return "yes"
-    if low > target:
-        return "no"
-    return f"not settled: the interval straddles it ({'under' if median <= target else 'over'} by the median)"
 
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> str:

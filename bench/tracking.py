@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from stats import median_ci, verdict  # bench/stats.py (this folder is on sys.path)
 from torch import nn
 from typing_extensions import override
 
@@ -684,8 +685,8 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
         "run; *loop*: first `epoch_start` to `fit_end`, every epoch included (the MLflow worker "
         "starts during the first). Per-round ratios are each side over `off` in the same round.",
         "",
-        "| side | tracking | epoch s | epoch ratio: median of rounds (min-max) | target | met "
-        "| loop s | loop ratio: median of rounds (min-max) | epoch s once MLflow was up (epochs) "
+        "| side | tracking | epoch s | epoch ratio: median of rounds (min-max; 95% CI) | target | met "
+        "| loop s | loop ratio: median of rounds (min-max; 95% CI) | epoch s once MLflow was up (epochs) "
         "| its ratio: median of rounds | training thread CPU s per epoch | its ratio: median of rounds (min-max) |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -707,11 +708,13 @@ def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) 
             for mine in rnd if mine.side == side and mine.epochs_up
             for base in rnd if base.side == "off"
         ]
-        met = "yes" if statistics.median(e) <= OVERHEAD_TARGET else "no"
+        e_low, e_high = median_ci(e)
+        met = verdict(statistics.median(e), e_low, e_high, OVERHEAD_TARGET)
+        lo_low, lo_high = median_ci(lo)
         lines.append(
             f"| {side} | {RUN_SIDES[side][0]} | {epoch:.3f} | {statistics.median(e):.3f} "
-            f"({min(e):.3f}-{max(e):.3f}) | <= {OVERHEAD_TARGET:.2f} | {met} | {loop:.2f} "
-            f"| {statistics.median(lo):.3f} ({min(lo):.3f}-{max(lo):.3f}) "
+            f"({min(e):.3f}-{max(e):.3f}; CI {e_low:.3f}-{e_high:.3f}) | <= {OVERHEAD_TARGET:.2f} | {met} | {loop:.2f} "
+            f"| {statistics.median(lo):.3f} ({min(lo):.3f}-{max(lo):.3f}; CI {lo_low:.3f}-{lo_high:.3f}) "
             f"| {f'{statistics.median(up):.3f} ({len(up)})' if up else '- (0)'} "
             f"| {f'{statistics.median(up_ratio):.3f} ({len(up_ratio)} rounds)' if up_ratio else '-'} "
             f"| {cpu:.3f} | {statistics.median(c):.3f} ({min(c):.3f}-{max(c):.3f}) |"
@@ -764,6 +767,7 @@ def whole_run_lines(
     lines = []
     for side in sides[1:]:
         whole = paired(side, lambda x: x.wall_s)
+        w_low, w_high = median_ci(whole)
         # the loop's ratio, not the epochs': the worker's start-up and warm-up fall in the loop
         rate = statistics.median(paired(side, lambda x: x.loop_s))
         fixed = statistics.median(  # seconds MLflow adds outside the loop, per round
@@ -779,7 +783,8 @@ def whole_run_lines(
             reach = f"never under {OVERHEAD_TARGET - 1:.0%}: the loop's ratio alone is {rate:.3f}"
         lines.append(
             f"- **Whole `fit()`, {side} over off:** {statistics.median(whole):.3f} (median of rounds, "
-            f"{min(whole):.3f}-{max(whole):.3f}) for this {statistics.median(x.loop_s for r in rounds for x in r if x.side == side):.0f} s "
+            f"{min(whole):.3f}-{max(whole):.3f}; 95% CI {w_low:.3f}-{w_high:.3f}; under "
+            f"{OVERHEAD_TARGET - 1:.0%}: {verdict(statistics.median(whole), w_low, w_high, OVERHEAD_TARGET)}) for this {statistics.median(x.loop_s for r in rounds for x in r if x.side == side):.0f} s "
             f"loop. MLflow adds {fixed:.2f} s outside the loop (median of rounds) on top of the "
             f"loop's ratio {rate:.3f}, so at that ratio the whole run is {reach}."
         )
