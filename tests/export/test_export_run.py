@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from kiln.export import FILES, ExportOptions, Tolerance, export_run
 from kiln.models.package import load_package
 
 ALL = ExportOptions(formats=("onnx", "torch_export", "torchscript"), quantize="int8", mlflow=False)
+# The shared run trains for two epochs, so many of its class margins are thin. Where the CPU lacks
+# VNNI, ONNX Runtime's int8 kernels flip a few of them: 97.7% agreement on an AVX2-only AMD EPYC,
+# while the trained digits demo agrees on 100% there. This test holds the tiny model to 95%; the
+# default of 99% is checked as recorded below.
+TINY_INT8 = Tolerance(min_agreement=0.95)
 
 
 def eager_outputs(run_dir: Path, x: np.ndarray) -> np.ndarray:
@@ -27,7 +33,7 @@ def eager_outputs(run_dir: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_every_format_reloads_and_reproduces_eager_outputs(run_dir: Path) -> None:
-    report = export_run(run_dir, ALL)
+    report = export_run(run_dir, replace(ALL, int8_tolerance=TINY_INT8))
     assert report.passed, report.failures()
     models = run_dir / "models"
     x = np.random.default_rng(1).standard_normal((5, 1, 8, 8)).astype(np.float32)
@@ -48,7 +54,7 @@ def test_every_format_reloads_and_reproduces_eager_outputs(run_dir: Path) -> Non
 
     int8 = ort.InferenceSession(str(models / FILES["onnx_int8"]), providers=["CPUExecutionProvider"])
     assert int8.run(None, {"input": x})[0].shape == expected.shape
-    assert report.records["onnx_int8"]["parity"]["agreement"] >= 0.99
+    assert report.records["onnx_int8"]["parity"]["agreement"] >= TINY_INT8.min_agreement
 
 
 def test_exports_json_records_parity_tolerances_and_versions(run_dir: Path) -> None:
@@ -101,7 +107,7 @@ def test_failed_tolerance_leaves_only_a_failed_file(run_dir: Path) -> None:
     (failure,) = report.failures()
     assert failure.startswith("onnx_int8: outputs differ by up to") and "kept as model.int8.onnx.failed" in failure
     # a later passing export replaces the .failed file
-    assert export_run(run_dir, ExportOptions(formats=("onnx",), quantize="int8", mlflow=False)).passed
+    assert export_run(run_dir, ExportOptions(formats=("onnx",), quantize="int8", int8_tolerance=TINY_INT8, mlflow=False)).passed
     assert (models / "model.int8.onnx").is_file() and not (models / "model.int8.onnx.failed").exists()
 
 
