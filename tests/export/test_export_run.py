@@ -73,6 +73,10 @@ def test_exports_json_records_parity_tolerances_and_versions(run_dir: Path) -> N
     assert data["exports"]["onnx_int8"]["parity"]["tolerance"]["min_agreement"] == 0.99
     assert data["exports"]["onnx_int8"]["precision"] == "int8"
     assert data["exports"]["torchscript"]["legacy"] is True
+    cpu = data["exports"]["onnx_int8"]["cpu"]
+    assert cpu["model"] and cpu["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"Measured on: {cpu['model']} (torch kernels {cpu['torch_capability']}" in (
+        run_dir / "models" / "MODEL_CARD.md").read_text()
     assert all("export_seconds" in r and "exported_at" in r and len(r["sha256"]) == 64
                for r in data["exports"].values())
 

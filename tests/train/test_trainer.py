@@ -37,6 +37,8 @@ def test_run_directory_holds_every_file(tmp_path: Path) -> None:
     assert {"git", "python", "torch", "packages", "platform", "hostname", "command", "seed", "hardware"} <= set(env)
     assert env["packages"]["torch"].startswith("2.") and env["seed"] == 42
     assert env["git"].get("commit")  # the test suite runs inside kiln's repository
+    assert env["hardware"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(env["hardware"]["cpu_isa"], list) and env["hardware"]["cpu"]
 
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_trained"] == 3

@@ -1,7 +1,7 @@
 """What an export leaves beside the weights: ``models/exports.json`` and ``models/MODEL_CARD.md``.
 
 ``exports.json`` holds one record per format (file, size, parity numbers, tolerances, versions,
-time); exporting some formats again replaces their records and keeps the others. The model card
+the CPU it was measured on, time); exporting some formats again replaces their records and keeps the others. The model card
 is rewritten from scratch each time from model.json, summary.json, eval metrics and exports.json,
 so it never drifts from the files it describes.
 """
@@ -150,13 +150,22 @@ def _exports_section(exports: Mapping[str, Any]) -> str:
             f"| {tolerance} | {result} |"
         )
     inputs = {str(i) for rec in exports.values() if (i := (rec.get("parity") or {}).get("inputs"))}
-    lines += ["", f"Parity inputs: {'; '.join(sorted(inputs)) or '-'}.", "", "Loading:", "", "```python"]
+    lines += ["", f"Parity inputs: {'; '.join(sorted(inputs)) or '-'}."]
+    cpus = {_describe_cpu(rec["cpu"]) for rec in exports.values() if rec.get("cpu")}
+    if cpus:  # int8 kernels, and so agreement, differ between CPUs with and without VNNI
+        lines.append(f"Measured on: {'; '.join(sorted(cpus))}.")
+    lines += ["", "Loading:", "", "```python"]
     lines += [f"{LOADING[f].format(file=r['file'])}  # {f}{' (legacy)' if r.get('legacy') else ''}"
               for f, r in exports.items()
               if r.get("passed") and f in LOADING]
     return "\n".join([*lines, "```", ""])
 
 
+
+
+def _describe_cpu(info: Mapping[str, Any]) -> str:
+    isa = ", ".join(info.get("isa") or []) or "none of note"
+    return f"{info.get('model')} (torch kernels {info.get('torch_capability')}; instruction sets: {isa})"
 
 
 def _fmt(value: Any) -> str:

@@ -32,6 +32,7 @@ from kiln.errors import ExportError, UsageError
 from kiln.export.parity import Array, Runner, check_parity
 from kiln.export.record import now_iso, write_exports, write_model_card
 from kiln.export.tolerance import BATCH_SIZES, FP32, INT8, INT8_REGRESSION, SAMPLES, Tolerance
+from kiln.runs.environment import cpu
 
 log = logging.getLogger("kiln.export")
 
@@ -194,7 +195,7 @@ def _export_one(fmt: str, build: Callable[[Path], None], load: Callable[[Path], 
     record: dict[str, Any] = {
         "format": fmt, "file": None, "passed": False, "error": None, "precision":
         "int8" if fmt == "onnx_int8" else "fp32", "legacy": fmt == "torchscript",
-        "exported_at": now_iso(), "versions": _versions(fmt),
+        "exported_at": now_iso(), "versions": _versions(fmt), "cpu": cpu(),
     }
     start = time.perf_counter()
     try:

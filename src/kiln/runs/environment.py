@@ -40,12 +40,53 @@ def packages() -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
 
 
+# Instruction sets that decide which kernels torch and ONNX Runtime run on a CPU, and so their
+# numerics: int8 without VNNI (avx512_vnni, avx_vnni) saturates and can flip a thin class margin.
+KERNEL_ISA = (
+    "fma", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",  # x86
+    "asimd", "asimddp", "i8mm", "bf16", "sve",  # arm64
+)
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
+    """The first model name and flag set in a /proc/cpuinfo text (``flags`` on x86, ``Features`` on arm)."""
+    model: str | None = None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model, torch's kernel level on it and its instruction sets that change numerics,
+    so that an export or a run measured on one machine says what it was measured on."""
+    import torch
+
+    try:
+        model, flags = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:  # not Linux
+        model, flags = None, set()
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa": [name for name in KERNEL_ISA if name in flags],
+    }
+
+
 def hardware() -> dict[str, Any]:
     import psutil
     import torch
 
+    processor = cpu()
     info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": processor["model"],
+        "cpu_isa": processor["isa"],
+        "torch_cpu_capability": processor["torch_capability"],
         "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "torch_threads": torch.get_num_threads(),
