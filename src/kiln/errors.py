@@ -69,6 +69,13 @@ class MissingExtraError(KilnError):
         )
 
 
+def exception_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: what a library's exception says, without its traceback
+    (and without a final full stop, so that a sentence can follow)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(":. ")
+
+
 def require_extra(module: str, extra: str) -> ModuleType:
     """Import the optional ``module``, or raise MissingExtraError naming the extra that installs it."""
     import importlib

@@ -65,6 +65,4 @@ def run(args: argparse.Namespace) -> int:
         max_body_mb=args.max_body_mb, batch_wait_ms=args.batch_wait_ms,
         grace_seconds=args.grace_seconds, threads=args.threads,
     )
-    print(f"serving {source.name} (version {source.version}, {source.backend}) on "
-          f"http://{args.host}:{args.port}  docs: /docs  metrics: /metrics", flush=True)
     return serve(source, options)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import ExportError, require_extra
+from kiln.errors import ExportError, exception_line, require_extra
 from kiln.export.parity import Array, Runner
 
 INPUT_NAME = "input"
@@ -60,11 +60,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
                 dynamic_shapes=(dynamic_axes(example),), opset_version=opset, external_data=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean the same to a user
-        raise ExportError(f"ONNX export failed: {_first_line(exc)}") from exc
+        raise ExportError(f"ONNX export failed: {exception_line(exc)}") from exc
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported ONNX model is invalid: {_first_line(exc)}") from exc
+        raise ExportError(f"the exported ONNX model is invalid: {exception_line(exc)}") from exc
 
 
 def dynamic_axes(example: torch.Tensor) -> dict[int, Any]:
@@ -97,8 +97,3 @@ def onnx_runner(path: Path) -> Runner:
         return np.asarray(outputs, dtype=np.float32)
 
     return run
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

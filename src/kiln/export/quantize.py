@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kiln.errors import ExportError, require_extra
+from kiln.errors import ExportError, exception_line, require_extra
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -26,7 +26,4 @@ def quantize_int8(source: Path, target: Path) -> None:
             quant_pre_process(str(source), str(prepared))
             quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
         except Exception as exc:  # ORT raises many types; all mean the same to a user
-            first = str(exc).strip().splitlines()
-            raise ExportError(
-                f"int8 quantization failed: {type(exc).__name__}: {first[0] if first else ''}"
-            ) from exc
+            raise ExportError(f"int8 quantization failed: {exception_line(exc)}") from exc

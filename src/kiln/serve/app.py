@@ -49,7 +49,7 @@ def create_app(
     from kiln.serve.inputs import Preprocessor
     from kiln.serve.limits import BodyLimitMiddleware
     from kiln.serve.metrics import MetricsMiddleware, ServeMetrics
-    from kiln.serve.model import load_served_model, prepare_model
+    from kiln.serve.model import load_served_model, prepare_model, warm_up
     from kiln.serve.openapi import predict_openapi
     from kiln.serve.predict import PredictHandler
     from kiln.serve.routes import add_info_routes
@@ -78,9 +78,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        import numpy as np
-
-        served.backend.predict(np.zeros((1, *served.spec.input_shape), dtype=np.float32))  # warm-up
+        warm_up(served)
         if batch_wait_ms > 0:
             state["batcher"] = MicroBatcher(served.backend.predict, max_batch, batch_wait_ms,
                                             metrics.batch_size.observe)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kiln.errors import require_extra
+from kiln.errors import ServeError, exception_line, require_extra
 
 Array = npt.NDArray[np.float32]
 
@@ -58,7 +58,13 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         self.path = path
         self._task = task
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own types for a missing, truncated or invalid file
+            raise ServeError(
+                f"ONNX Runtime cannot load {path}: {exception_line(exc)}. Export the run again with "
+                "kiln export RUN --format onnx, or serve it with --backend torch"
+            ) from exc
         self._input = self._session.get_inputs()[0].name
 
     def predict(self, batch: Array) -> Array:

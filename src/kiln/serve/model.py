@@ -106,6 +106,23 @@ def load_served_model(source: ModelSource, threads: int | None = None) -> Served
     return ServedModel(source, spec, backend, package.meta, record)
 
 
+def warm_up(served: ServedModel) -> None:
+    """One prediction on zeros of the spec's input shape: the first call's set-up is paid before
+    ``/ready`` says yes, and a model that cannot run on its own input shape fails here, clearly."""
+    import numpy as np
+
+    from kiln.errors import exception_line
+
+    shape = (1, *served.spec.input_shape)
+    try:
+        served.backend.predict(np.zeros(shape, dtype=np.float32))
+    except Exception as exc:
+        raise ServeError(
+            f"{served.source.name} ({served.backend.name} backend) fails on an input of shape "
+            f"{list(shape)}: {exception_line(exc)}. Export the run again with kiln export RUN"
+        ) from exc
+
+
 def _refuse_language_models(package_dir: Path) -> None:
     """The API classifies and regresses fixed-shape inputs; text generation has its own verb."""
     from kiln.models.package import META

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.serve.model import ModelSource
+from kiln.serve.model import ModelSource, ServedModel
 
 log = logging.getLogger("kiln.serve")
 
@@ -41,7 +41,7 @@ class ServeOptions:
     log_level: str = "warning"
 
 
-def build_app(source: ModelSource, options: ServeOptions) -> Any:
+def build_app(source: ModelSource | ServedModel, options: ServeOptions) -> Any:
     """The app factory uvicorn calls (in each worker): module level, so it can be pickled."""
     from kiln.serve.app import create_app
 
@@ -54,8 +54,19 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 after SIGTERM, 130 after SIGINT)."""
     import uvicorn
 
+    from kiln.serve.model import load_served_model, warm_up
+
+    # Load and warm the model here first: a broken one stops with one clear error. (A worker that
+    # fails while loading is restarted by uvicorn's supervisor again and again.)
+    served = load_served_model(source, options.threads)
+    warm_up(served)
+    print(f"serving {source.name} (version {source.version}, {source.backend}) on "
+          f"http://{options.host}:{options.port}  docs: /docs  metrics: /metrics", flush=True)
+    # One process serves the model just loaded; workers each load their own from the source.
+    model: ModelSource | ServedModel = served if options.workers == 1 else source
+    del served
     config = uvicorn.Config(
-        functools.partial(build_app, source, options), factory=True, host=options.host,
+        functools.partial(build_app, model, options), factory=True, host=options.host,
         port=options.port, workers=options.workers, log_level=options.log_level,
         timeout_graceful_shutdown=math.ceil(options.grace_seconds), access_log=False,
     )

@@ -30,10 +30,15 @@ log = logging.getLogger("kiln.serve")
 
 def run_workers(config: Any) -> int:
     """Run ``config.workers`` processes of ``config``'s app on one socket until SIGTERM/SIGINT;
-    the exit code is that of one server: 130 after SIGINT (Ctrl-C), 0 after SIGTERM."""
+    the exit code is that of one server: 130 after SIGINT (Ctrl-C), 0 after SIGTERM, 1 when a
+    worker failed to start (uvicorn's supervisor then stops them all)."""
+    from uvicorn.config import STARTUP_FAILURE
+
     with config.bind_socket() as sock, metrics_directory() as directory:
         supervisor = _supervisor_class()(config, [sock], directory)
         supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        return 1
     return 130 if supervisor.interrupted else 0
 
 
