@@ -186,3 +186,24 @@ def test_runs_from_two_processes_log_into_one_server(mlflow_server: MlflowServer
     for r in runs:
         assert r.info.status == "FINISHED", (r.info.run_name, r.info.status)
         assert "val_loss" in r.data.metrics, (r.info.run_name, sorted(r.data.metrics))
+
+
+def test_sync_of_a_run_tracked_without_mlflow_sends_every_value_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kiln.tracking import sync
+
+    sizes: list[int] = []
+    send = sync.MlflowTracker.log_metric_records
+    monkeypatch.setattr(sync, "SYNC_BATCH", 3)
+    monkeypatch.setattr(sync.MlflowTracker, "log_metric_records",
+                        lambda self, records: (sizes.append(len(records)), send(self, records))[1])
+    result = Trainer(tiny_config(tmp_path, "training.epochs=3", "tracking.log_every_n_steps=2",
+                                 "tracking.system_metrics=false"), quiet=True).fit()
+    uri = f"sqlite:///{tmp_path / 'synced.db'}"
+    report = sync.sync_run(result.run_dir, uri=uri)
+    client, run_id = client_for(result.run_dir)
+    assert report.run_id == run_id and mlflow_metrics(client, run_id) == epoch_metrics(result.run_dir)
+    assert report.metrics_sent == len(epoch_metrics(result.run_dir))
+    assert max(sizes) == 3 and sum(sizes) == sum(
+        1 for r in read_events(result.run_dir / "logs/events.jsonl") if r["event"] == "metrics")

@@ -1,4 +1,5 @@
-"""RemoteTracker: a tracker in a real child process, closed without waiting for its teardown."""
+"""RemoteTracker: a tracker in a real child process, closed without waiting for its teardown when
+the tracker says close() leaves everything stored, and with it when not."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class FileTracker:
     """Runs in the worker: appends every call to a file, and marks the file from an exit handler."""
 
     name = "file"
+    durable_on_close = True  # every call has written its line before it returns
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -38,6 +40,24 @@ class FileTracker:
 
     def close(self, status: str) -> None:
         self._write({"call": "close", "status": status})
+
+
+_KEPT_OPEN: list[Any] = []
+
+
+class BufferedTracker:
+    """Runs in the worker: its writes sit in a file buffer that only the interpreter's teardown
+    flushes (a module keeps the file alive), as a tracker that relies on finalizers would."""
+
+    name = "buffered"
+
+    def __init__(self, path: str, durable_on_close: bool) -> None:
+        self.file = open(path, "a", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
+        _KEPT_OPEN.append(self.file)
+        self.durable_on_close = durable_on_close  # a lie when True: the fast exit then loses data
+
+    def close(self, status: str) -> None:
+        self.file.write(f"closed {status}\n")
 
 
 @pytest.fixture()
@@ -76,3 +96,16 @@ def test_a_failing_call_is_reported_by_close(tmp_path: Path) -> None:
         tracker.close("completed")
     assert tracker.process.returncode == 1
     assert [c["call"] for c in _calls(out)] == ["log_metrics", "atexit"]
+
+
+@pytest.mark.usefixtures("importable_tests")
+@pytest.mark.parametrize(("durable", "kept"), [(False, "closed completed\n"), (True, "")])
+def test_the_teardown_is_skipped_only_for_a_tracker_that_says_it_is_durable(
+    tmp_path: Path, durable: bool, kept: str
+) -> None:
+    out = tmp_path / "buffered.txt"
+    tracker = RemoteTracker("buffered", "tests.tracking.test_remote:BufferedTracker", (str(out), durable),
+                            close_timeout=60)
+    tracker.close("completed")
+    assert tracker.process.returncode == 0
+    assert out.read_text(encoding="utf-8") == kept

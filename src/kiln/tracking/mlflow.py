@@ -43,6 +43,9 @@ def read_link(logs_dir: Path) -> dict[str, Any] | None:
 
 class MlflowTracker:
     name = "mlflow"
+    # Every call writes through MlflowClient before returning, so the worker process running this
+    # tracker may exit without the interpreter's teardown once close() has returned.
+    durable_on_close = True
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class RemoteTracker:
             pickle.dump(payload, self._stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._stdin.flush()
         except (BrokenPipeError, OSError) as exc:
+            self._reader.join(timeout=5)  # the worker exited after the check above: read why
             raise TrackingError(self._error or f"the {self.name} worker process is gone ({exc})") from None
 
     def log_params(self, params: Mapping[str, Any]) -> None:

@@ -15,6 +15,8 @@ from kiln.tracking.base import MetricRecord
 from kiln.tracking.jsonl import read_events
 from kiln.tracking.mlflow import MlflowTracker, check_reachable, read_link
 
+SYNC_BATCH = 1000  # metric records sent at once: a long run's history is not held in memory whole
+
 
 @dataclass(frozen=True)
 class SyncReport:
@@ -50,7 +52,8 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> SyncReport:
         kind = record.get("event")
         if kind == "metrics":
             pending.append((record["metrics"], record["step"], record["scope"]))
-            continue
+            if len(pending) < SYNC_BATCH:
+                continue
         tracker.log_metric_records(pending)
         pending = []
         if kind == "params":

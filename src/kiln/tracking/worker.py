@@ -39,7 +39,9 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def serve(stdin: BinaryIO, stdout: TextIO) -> int:
+def serve(stdin: BinaryIO, stdout: TextIO) -> tuple[int, bool]:
+    """Answer calls until ``close`` or the end of stdin: (exit code, whether the tracker stored
+    everything by the time its close() returned, its ``durable_on_close``)."""
     from kiln.catalog import import_object
 
     factory_path, args = pickle.load(stdin)  # the channel is our own parent's pipe
@@ -47,7 +49,8 @@ def serve(stdin: BinaryIO, stdout: TextIO) -> int:
         tracker = import_object(factory_path, "tracker")(*args)
     except Exception as exc:
         _emit(stdout, {"error": f"{type(exc).__name__}: {exc}"})
-        return 1
+        return 1, False
+    durable = bool(getattr(tracker, "durable_on_close", False))
     _emit(stdout, {"ready": True})
     warm = threading.Thread(target=_warm_up, args=(tracker,), name="kiln-warm-up", daemon=True)
     if hasattr(tracker, "warm_up"):
@@ -56,17 +59,17 @@ def serve(stdin: BinaryIO, stdout: TextIO) -> int:
         try:
             method, call_args = _Unpickler(stdin, warm).load()  # one per message: memos are per dump
         except EOFError:
-            return 0
+            return 0, False
         if method not in _LIGHT_CALLS and warm.is_alive():
             warm.join()  # the warm-up imports what the heavier calls need: let it finish first
         try:
             getattr(tracker, method)(*call_args)
         except Exception as exc:
             _emit(stdout, {"error": f"{method}: {type(exc).__name__}: {exc}"})
-            return 1
+            return 1, False
         if method == "close":
             _emit(stdout, {"closed": True})
-            return 0
+            return 0, durable
 
 
 def _warm_up(tracker: Any) -> None:
@@ -87,9 +90,9 @@ def main() -> int:
     sys.stdout = sys.stderr
     if hasattr(os, "nice"):
         os.nice(10)  # tracking yields the CPU to training whenever both want it
-    code = serve(sys.stdin.buffer, protocol)
-    if code == 0:
-        # Every call was synchronous, so all is stored. Run the exit handlers (MLflow's temporary
+    code, durable = serve(sys.stdin.buffer, protocol)
+    if code == 0 and durable:
+        # The tracker has stored everything. Run the exit handlers (MLflow's temporary
         # directories), then skip the rest of the interpreter's teardown: freeing torch's, dynamo's
         # and MLflow's modules took 1.7 s, and the end of the run waited for it.
         atexit._run_exitfuncs()
