@@ -244,6 +244,10 @@ class CallResult:
     def per_metric_us(self, block: str) -> float:
         return statistics.median(self.pooled(block)) / CALL_BLOCKS[block] / 1e3
 
+    def round_medians_us(self, block: str) -> list[float]:
+        """Per round: the block's median per metric, in microseconds."""
+        return [statistics.median(rnd) / CALL_BLOCKS[block] / 1e3 for rnd in self.calls[block]]
+
     def round_ratio(self, slow: str, fast: str) -> list[float]:
         """Per round: median per metric of ``slow`` over that of ``fast``, measured side by side."""
         return [
@@ -656,9 +660,17 @@ def report_calls(res: CallResult, args: argparse.Namespace) -> list[str]:
         f"dropped for a full queue: {res.dropped}; tracker failures: {res.failures or 'none'}.",
         f"- Target <= {PER_METRIC_TARGET_US:g} us per metric on the training thread (`kiln burst`, "
         f"median): {kiln_us:.1f} us: **{'met' if kiln_us <= PER_METRIC_TARGET_US else 'missed'}**.",
-        "",
     ]
-    return lines
+    for block in ("kiln burst", "kiln paced"):  # the target judged round by round, with its interval
+        rounds = res.round_medians_us(block)
+        low, high = median_ci(rounds)
+        lines.append(
+            f"- `{block}` per metric, median of {len(rounds)} per-round medians: "
+            f"{statistics.median(rounds):.2f} us (min {min(rounds):.2f}, max {max(rounds):.2f}; 95% CI "
+            f"{low:.2f}-{high:.2f}): target met: "
+            f"**{verdict(statistics.median(rounds), low, high, PER_METRIC_TARGET_US)}**."
+        )
+    return [*lines, ""]
 
 
 def report_runs(records: list[RunRecord], steps: int, args: argparse.Namespace) -> list[str]:

@@ -127,3 +127,35 @@ def test_tracker_that_cannot_even_start_does_not_stop_a_run(tmp_path: Path) -> N
     assert "broken" in multi.failures
     assert threading.active_count() < 50
     assert json.loads((tmp_path / "e.jsonl").read_text().splitlines()[0])["event"] in {"params", "tracker_failed"}
+
+
+def _on_disk(path: Path) -> list[dict[str, Any]]:
+    """What another process would read now: the file's bytes, not this process's buffer."""
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_step_metrics_wait_in_the_buffer_and_everything_else_goes_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    jsonl = JsonlTracker(path, flush_every=3600)
+    jsonl.log_metrics({"train_loss": 0.5}, 1, "step")
+    jsonl.log_metrics({"cpu_percent": 50.0}, 1, "system")
+    assert _on_disk(path) == []  # deferred: no system call for them
+    jsonl.log_metrics({"val_loss": 0.4}, 1, "epoch")  # not deferred, and takes the others along
+    assert [r["scope"] for r in _on_disk(path)] == ["step", "system", "epoch"]
+    jsonl.log_metrics({"train_loss": 0.3}, 2, "step")
+    offset = jsonl.tell()  # a checkpoint's offset: everything before it is in the file
+    assert offset == path.stat().st_size and _on_disk(path)[-1]["step"] == 2
+    jsonl.log_metrics({"train_loss": 0.2}, 3, "step")
+    jsonl.close("completed")
+    assert [r.get("step") for r in _on_disk(path)][-2:] == [3, None]
+
+
+def test_step_metrics_reach_the_file_within_a_round_of_the_fan_out(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    multi = MultiTracker(JsonlTracker(path, flush_every=3600), {"recorder": Recorder})
+    multi.log_metrics({"train_loss": 0.5}, 1, "step")
+    deadline = time.monotonic() + 5
+    while not _on_disk(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["step"] for r in _on_disk(path)] == [1]  # nobody called flush: the thread did
+    multi.close("completed")

@@ -1,4 +1,11 @@
-"""``logs/events.jsonl``: one JSON object per line, written first and flushed; the local truth."""
+"""``logs/events.jsonl``: one JSON object per line, written first; the local truth.
+
+Every record reaches the file (the OS, not only this process's buffer) before the call returns,
+except step and system metrics: those may wait up to ``FLUSH_EVERY`` seconds for the next write
+or the fan-out thread's next round, so that logging every step costs no system call each time. A
+process killed with SIGKILL can lose those last moments of step metrics and nothing else; a
+checkpoint flushes first, so a resume never misses what its checkpoint points past.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from kiln.tracking.base import Scope
 
 # one line per record; numpy scalars as numbers; non-string keys (e.g. class ids) as strings
 _ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+FLUSH_EVERY = 0.2  # seconds a step or system metric may wait in the buffer
+_DEFERRED_SCOPES = frozenset({"step", "system"})  # frequent, and each soon followed by another
 
 
 def _clean(value: Any) -> Any:
@@ -34,32 +43,47 @@ def _clean(value: Any) -> Any:
 class JsonlTracker:
     name = "jsonl"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flush_every: float = FLUSH_EVERY) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = path.open("ab")  # bytes: orjson writes UTF-8 directly
+        self.flush_every = flush_every
+        self._file = path.open("ab", buffering=1 << 16)  # bytes: orjson writes UTF-8 directly
         self._lock = threading.Lock()  # the system-metrics sampler writes from its own thread
+        self._flushed_at = time.time()
 
-    def _write(self, record: dict[str, Any]) -> None:
-        record = {"time": round(time.time(), 3), **record}
+    def _write(self, record: dict[str, Any], deferred: bool = False) -> None:
+        now = time.time()
+        record = {"time": round(now, 3), **record}
         try:  # the common case: orjson writes NaN/Inf as null, as _clean does, in ~1 us
             line = orjson.dumps(record, option=_ORJSON)
         except TypeError:  # a value orjson cannot encode (a tensor, a huge int): walk the record
             line = (json.dumps(_clean(record), separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self._file.write(line)
-            self._file.flush()
+            if not deferred or now - self._flushed_at >= self.flush_every:
+                self._file.flush()
+                self._flushed_at = now
+
+    def flush(self) -> None:
+        """Hand deferred records to the OS (the fan-out thread calls this every round)."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._flushed_at = time.time()
 
     def tell(self) -> int:
-        """Bytes written so far: a checkpoint records it, so a resume can cut the file back to it."""
+        """Bytes written so far, all in the file: a checkpoint records it, so a resume can cut the
+        file back to it."""
         with self._lock:
+            self._file.flush()
             return self._file.tell()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._write({"event": "params", "params": dict(params)})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
-        self._write({"event": "metrics", "scope": scope, "step": step, "metrics": dict(metrics)})
+        self._write({"event": "metrics", "scope": scope, "step": step, "metrics": dict(metrics)},
+                    deferred=scope in _DEFERRED_SCOPES)
 
     def log_event(self, event: str, data: Mapping[str, Any]) -> None:
         self._write({"event": event, **data})

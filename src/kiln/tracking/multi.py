@@ -1,5 +1,6 @@
 """The fan-out: events.jsonl is written synchronously first; every other tracker is fed from a
 bounded buffer by one background thread, so a slow or failing tracker never stalls training.
+That thread also flushes the step metrics events.jsonl defers, every round.
 
 The buffer is a plain ``deque`` that the thread empties every ``PAUSE`` seconds: appending to it
 takes no lock and wakes no thread, which a ``queue.Queue`` would (its lock, its condition
@@ -122,7 +123,9 @@ class MultiTracker:
             self._pending.append(item)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until the background thread has handed every buffered record to its trackers."""
+        """Put every record in events.jsonl, and wait until the background thread has handed every
+        buffered record to its trackers."""
+        self.jsonl.flush()
         if not self._factories:
             return
         done = threading.Event()
@@ -157,6 +160,8 @@ class MultiTracker:
         while True:
             self._wake.wait(PAUSE)
             self._wake.clear()
+            with contextlib.suppress(OSError, ValueError):  # closed under it at the very end
+                self.jsonl.flush()
             for item in _coalesce(self._take_batch()):
                 if item is _STOP:
                     return
