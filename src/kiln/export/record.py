@@ -1,9 +1,9 @@
 """What an export leaves beside the weights: ``models/exports.json`` and ``models/MODEL_CARD.md``.
 
 ``exports.json`` holds one record per format (file, size, parity numbers, tolerances, versions,
-the CPU it was measured on, time); exporting some formats again replaces their records and keeps the others. The model card
-is rewritten from scratch each time from model.json, summary.json, eval metrics and exports.json,
-so it never drifts from the files it describes.
+the CPU it was measured on, time); exporting some formats again replaces their records and keeps
+the others. The model card is rewritten from scratch each time from model.json, summary.json,
+eval metrics and exports.json, so it never drifts from the files it describes.
 """
 
 from __future__ import annotations

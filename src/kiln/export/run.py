@@ -122,12 +122,14 @@ def export_run(path: str | Path, options: ExportOptions | None = None) -> Export
         return check_parity(_eager(model), runner, inputs, tolerance, spec.task, source, options.batch_sizes)
 
     records: dict[str, dict[str, Any]] = {}
+    measured_on = cpu()  # read once: every format's parity ran on it
     with tempfile.TemporaryDirectory(dir=models_dir, prefix=".export-") as tmp:
         staging = Path(tmp)
         for fmt in _ordered(options):
             build, load = _steps(fmt, model, example, models_dir, options.opset)
             tolerance = int8_tolerance if fmt == "onnx_int8" else options.tolerance
-            records[fmt] = _export_one(fmt, build, load, check, tolerance, staging, models_dir)
+            records[fmt] = {**_export_one(fmt, build, load, check, tolerance, staging, models_dir),
+                            "cpu": measured_on}
     exports_json = write_exports(models_dir, str(package.meta.get("run", root.name)), records)
     card = write_model_card(root, models_dir, package.meta)
     status = None
@@ -195,7 +197,7 @@ def _export_one(fmt: str, build: Callable[[Path], None], load: Callable[[Path], 
     record: dict[str, Any] = {
         "format": fmt, "file": None, "passed": False, "error": None, "precision":
         "int8" if fmt == "onnx_int8" else "fp32", "legacy": fmt == "torchscript",
-        "exported_at": now_iso(), "versions": _versions(fmt), "cpu": cpu(),
+        "exported_at": now_iso(), "versions": _versions(fmt),
     }
     start = time.perf_counter()
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.data.spec import DataSpec
-from kiln.errors import ServeError
+from kiln.errors import ServeError, exception_line
 from kiln.serve.backends import Backend
 
 log = logging.getLogger("kiln.serve")
@@ -110,8 +110,6 @@ def warm_up(served: ServedModel) -> None:
     """One prediction on zeros of the spec's input shape: the first call's set-up is paid before
     ``/ready`` says yes, and a model that cannot run on its own input shape fails here, clearly."""
     import numpy as np
-
-    from kiln.errors import exception_line
 
     shape = (1, *served.spec.input_shape)
     try:
