@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench mutation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+
+# Mutation testing of the core, by hand (slow on 2 cores; CI does not run it). The mutated files and
+# the fast unit tests run against them are set in pyproject's [tool.mutmut]; one process, niced.
+# `make mutation AREA=config` (or tasks, export.parity, ...) mutates one area; scores in docs/testing.md.
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt mutmut
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 1 $(if $(AREA),'kiln.$(AREA)*')
+	$(BIN)/python mutation/score.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
