@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from kiln.config.schema import SchedulerConfig, TrainingConfig
-from kiln.train.optim import WarmupCosine, build_optimizer, build_scheduler, l2_penalty, weight_matrices
+from kiln.train.optim import (
+    WarmupCosine,
+    build_optimizer,
+    build_scheduler,
+    l2_penalty,
+    weight_matrices,
+)
 
 
 def _model() -> nn.Module:
