@@ -213,15 +213,14 @@ def test_nan_guard_stops_and_keeps_last_good_weights(tmp_path: Path) -> None:
         assert torch.isfinite(saved[key]).all()
 
 
-def test_every_scheduler_loss_and_precision_trains(tmp_path: Path) -> None:
+def test_every_scheduler_trains(tmp_path: Path) -> None:
+    """Each schedule runs to the end; what the loss, precision, L2, clipping and optimizer options
+    do is pinned exactly in test_options.py."""
     for i, overrides in enumerate([
         ("training.scheduler.name=reduce_on_plateau", "training.scheduler.patience=0", "training.scheduler.factor=0.5"),
         ("training.scheduler.name=cosine",),
         ("training.scheduler.name=step", "training.scheduler.step_size=1", "training.scheduler.gamma=0.5"),
         ("training.scheduler.name=warmup_cosine", "training.scheduler.warmup_steps=5"),
-        ("training.loss.name=focal", "training.grad_clip=1.0", "training.grad_accum=3", "training.l2=1e-4"),
-        ("training.loss.label_smoothing=0.1", "training.loss.class_weights=[1,1,1,1,1,1,1,1,1,2]", "training.optimizer=sgd", "training.lr=0.1"),
-        ("training.precision=bf16", "training.optimizer=adamw", "training.weight_decay=0.01"),
     ]):
         result = fit(tmp_path / str(i), *overrides)
         assert result.status == "completed", overrides
@@ -234,9 +233,14 @@ def test_step_scheduler_halves_lr_each_epoch(tmp_path: Path) -> None:
 
 
 def test_grad_accum_counts_optimizer_steps(tmp_path: Path) -> None:
-    result = fit(tmp_path, "training.epochs=1", "training.grad_accum=4", "training.batch_size=16")
-    batches = -(-int(1797 * 0.8 * 0.9 + 1) // 16)
-    assert result.summary["global_step"] in {-(-b // 4) for b in (batches - 1, batches, batches + 1)}
+    """Every full window of 4 batches is one step, and so is the epoch's trailing partial window."""
+    from kiln.data.build import build_data
+
+    cfg = tiny_config(tmp_path / "runs", "training.epochs=1", "training.grad_accum=4", "training.batch_size=16")
+    batches = -(-len(build_data(cfg.data, cfg.run.seed).train) // 16)  # type: ignore[arg-type]
+    assert (batches, batches % 4) == (81, 1)  # 20 full windows and one batch left over
+    result = Trainer(cfg, quiet=True).fit()
+    assert result.summary["global_step"] == 21
 
 
 def test_loss_that_does_not_fit_the_task_is_a_config_error(tmp_path: Path) -> None:
