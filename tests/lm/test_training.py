@@ -6,8 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from kiln.runs import read_summary
 from kiln.tracking import read_events
+from kiln.train import Callback, TrainState
 
 
 def step_metrics(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
@@ -48,7 +51,48 @@ def test_warmup_cosine_lr_and_clipped_grad_norm_are_logged_every_step(trained: P
     lrs = [m["lr"] for _, m in steps]
     assert lrs[:10] == sorted(lrs[:10]) and math.isclose(max(lrs), 3e-3)  # linear warm-up to lr
     assert lrs[10:] == sorted(lrs[10:], reverse=True) and lrs[-1] < 1e-4  # cosine decay to ~0
-    assert all(m["grad_norm"] > 0 for _, m in steps)
+    norms = [m["grad_norm"] for _, m in steps]
+    assert all(n > 0 for n in norms) and max(norms) > 1.0  # above the clip: logged before clipping
+
+
+class PreClipNorms(Callback):
+    """The global gradient norm of each step as backward left it, before any clipping."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] = {}
+        self.norms: dict[int, float] = {}
+
+    def on_fit_start(self, state: TrainState) -> None:
+        for name, p in state.model.named_parameters():
+            p.register_post_accumulate_grad_hook(lambda p, name=name: self._keep(name, p))
+
+    def _keep(self, name: str, p: torch.Tensor) -> None:
+        assert p.grad is not None
+        self.grads[name] = p.grad.detach().clone()
+
+    def on_batch_end(self, state: TrainState) -> None:
+        if state.optimizer_stepped:
+            self.norms[state.global_step] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in self.grads.values()))
+        self.grads = {}
+
+
+def test_the_logged_grad_norm_is_the_norm_before_clipping(tmp_path: Path) -> None:
+    """README: with training.grad_clip, the pre-clip gradient norm is logged. Clip at 0.05, far
+    below every step's norm: a post-clip figure would read 0.05 at every step."""
+    from kiln.train import Trainer
+    from tests.lm.conftest import lm_config, write_text
+
+    max_norm = 0.05
+    probe = PreClipNorms()
+    cfg = lm_config(tmp_path / "runs", write_text(tmp_path, repeats=40), "training.max_steps=5",
+                    "training.eval_every_n_steps=5", "training.eval_batches=1", f"training.grad_clip={max_norm}",
+                    backends=("jsonl",))
+    result = Trainer(cfg, callbacks=[probe], quiet=True).fit()
+    logged = {s: m["grad_norm"] for s, m in step_metrics(result.run_dir) if "grad_norm" in m}
+    assert sorted(logged) == sorted(probe.norms) == [1, 2, 3, 4, 5]
+    for step, norm in probe.norms.items():
+        assert norm > 10 * max_norm, (step, norm)
+        assert math.isclose(logged[step], norm, rel_tol=1e-5), (step, logged[step], norm)
 
 
 def test_the_package_holds_the_vocabulary(trained: Path) -> None:
