@@ -138,7 +138,8 @@ class MultiTracker:
             self._control(("close", (status,)), _STOP)
             self._thread.join(timeout)
             if self._thread.is_alive():
-                self.unsent = len(self._pending)
+                # records only: not the close call and the stop mark queued just above
+                self.unsent = sum(1 for item in self._pending if item is not _STOP and item[0] != "close")
                 log.warning(
                     "tracking: gave up waiting for slow trackers after %.0f s; %d records not sent "
                     "(they are in logs/events.jsonl: `kiln sync` sends them later)", timeout, self.unsent,

@@ -57,9 +57,11 @@ class RemoteTracker:
 
     def _send(self, method: str, *args: Any) -> None:
         if self._error is not None:
+            self._reap()
             raise TrackingError(self._error)
         if self.process.poll() is not None:
             self._reader.join(timeout=5)  # its last words (the error) may still be in the pipe
+            self._reap()
             raise TrackingError(self._error or f"the {self.name} worker process exited ({self.process.returncode})")
         payload = (args[0], args[1]) if method == "__init__" else (method, args)
         try:
@@ -67,7 +69,19 @@ class RemoteTracker:
             self._stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             self._reader.join(timeout=5)  # the worker exited after the check above: read why
+            self._reap()
             raise TrackingError(self._error or f"the {self.name} worker process is gone ({exc})") from None
+
+    def _reap(self) -> None:
+        """A worker that failed is exiting: close its pipe and wait for it (killed past
+        close_timeout), so that no child process or open pipe outlives the failed tracker."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+        try:
+            self.process.wait(timeout=self.close_timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._send("log_params", dict(params))
