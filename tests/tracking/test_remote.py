@@ -6,10 +6,14 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from kiln.errors import TrackingError
@@ -40,6 +44,17 @@ class FileTracker:
 
     def close(self, status: str) -> None:
         self._write({"call": "close", "status": status})
+
+
+class HangingTracker(FileTracker):
+    """Runs in the worker: the call for step 2 never returns, as a tracker stuck on a server would."""
+
+    name = "hanging"
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, scope: Scope) -> None:
+        super().log_metrics(metrics, step, scope)
+        if step == 2:
+            threading.Event().wait()  # for ever: only a kill ends this process
 
 
 _KEPT_OPEN: list[Any] = []
@@ -109,3 +124,30 @@ def test_the_teardown_is_skipped_only_for_a_tracker_that_says_it_is_durable(
     tracker.close("completed")
     assert tracker.process.returncode == 0
     assert out.read_text(encoding="utf-8") == kept
+
+
+def _wait_for_lines(path: Path, n: int) -> None:
+    """Poll until the worker has written ``n`` lines (a safety deadline only keeps a broken worker
+    from hanging the suite)."""
+    deadline = time.monotonic() + 120
+    while not (path.is_file() and len(path.read_text(encoding="utf-8").splitlines()) >= n):
+        assert time.monotonic() < deadline, f"the worker never wrote {n} lines to {path}"
+        time.sleep(0.02)
+
+
+@pytest.mark.usefixtures("importable_tests")
+def test_a_worker_that_does_not_finish_within_close_timeout_is_killed(tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    tracker = RemoteTracker("hanging", "tests.tracking.test_remote:HangingTracker", (str(out),), close_timeout=1)
+    pid = tracker.process.pid
+    for step in range(4):
+        tracker.log_metrics({"loss": 1.0}, step, "step")
+    _wait_for_lines(out, 3)  # the worker is stuck in step 2: step 3 and close wait in the pipe
+    with pytest.raises(TrackingError, match=r"^hanging did not finish within .+ s and was stopped; "
+                                            r"`kiln sync RUN_DIR` sends what it missed$"):
+        tracker.close("completed")
+    assert tracker.process.returncode == -signal.SIGKILL  # killed, and reaped by close()
+    assert pid not in {child.pid for child in psutil.Process().children(recursive=True)}
+    # Step 3 and close were never handled and no exit handler ran (a SIGKILL, not an exit):
+    # what a killed tracker had not stored stays in events.jsonl for `kiln sync`.
+    assert [(c["call"], c["step"]) for c in _calls(out)] == [("log_metrics", 0), ("log_metrics", 1), ("log_metrics", 2)]
