@@ -13,6 +13,10 @@ import kiln
 from kiln.export import ExportOptions, export_run
 from kiln.export.onnx import onnx_runner
 
+# ONNX Runtime sums in another order than torch: measured 2.1e-6 over the held-out windows and
+# 2.3e-6 on random ids (logits up to ~5), on AMD EPYC. A wrong op, mask or scale is far larger.
+ONNX_FP32_MAX_ABS = 1e-5
+
 
 @pytest.mark.slow
 def test_onnx_export_passes_parity_on_held_out_token_windows(trained: Path) -> None:
@@ -20,7 +24,7 @@ def test_onnx_export_passes_parity_on_held_out_token_windows(trained: Path) -> N
     assert report.passed, report.failures()
     record = report.records["onnx"]
     assert record["parity"]["inputs"].startswith("test split")
-    assert record["parity"]["max_abs_diff"] < 1e-4
+    assert record["parity"]["max_abs_diff"] <= ONNX_FP32_MAX_ABS
     assert record["parity"]["agreement"] == 1.0  # the same next token at every position
     assert json.loads((trained / "models/exports.json").read_text())["exports"]["onnx"]["passed"]
 
@@ -40,4 +44,4 @@ def test_onnx_sequence_axis_is_dynamic(trained: Path) -> None:
             eager = model(torch.from_numpy(ids)).numpy()
         exported = run(ids)
         assert exported.shape == (batch, seq, eager.shape[-1])
-        np.testing.assert_allclose(exported, eager, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(exported, eager, rtol=0, atol=ONNX_FP32_MAX_ABS)
