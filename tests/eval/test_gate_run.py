@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from kiln.cli.main import main
+from kiln.config import load_config, to_yaml
 from kiln.errors import UsageError
 from kiln.eval import gate_run as gate_module
 from kiln.eval.gate_run import collect_metrics, gate_run
@@ -55,15 +55,31 @@ def test_no_measure_hints_how_to_measure(run_dir: Path) -> None:
     assert not (run_dir / "eval").exists()
 
 
-def test_criteria_come_from_the_config_when_not_given(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def set_gate_require(run_dir: Path, *criteria: str) -> None:
+    """Write the run's config.yaml again with ``gate.require`` set, through the real schema."""
+    override = "gate.require=[" + ", ".join(f"'{c}'" for c in criteria) + "]"
+    config = load_config(run_dir / "config.yaml", [override])
+    assert config.gate.require == list(criteria)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+
+
+def test_criteria_come_from_the_config_when_not_given(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UsageError, match="no criteria to gate on"):
-        gate_run(trained_run)  # today's config schema has no gate section: read defensively
-    fake = SimpleNamespace(gate=SimpleNamespace(require=["test_accuracy>=0.5"]))
-    monkeypatch.setattr("kiln.config.load_config", lambda *a, **k: fake)
-    report = gate_run(trained_run)
+        gate_run(run_dir)  # the run was trained with the schema's default: gate.require is empty
+    set_gate_require(run_dir, "test_accuracy>=0.5", "best_val_loss<5")
+    assert gate_module.config_criteria(run_dir) == ["test_accuracy>=0.5", "best_val_loss<5"]
+    report = gate_run(run_dir)
     assert report.criteria_from == "config gate.require" and report.passed
-    assert [str(r.gate) for r in report.results] == ["test_accuracy>=0.5"]
-    assert gate_module.config_criteria(trained_run) == ["test_accuracy>=0.5"]
+    assert [str(r.gate) for r in report.results] == ["test_accuracy>=0.5", "best_val_loss<5"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert report.results[0].measured == summary["test"]["test_accuracy"]
+
+    set_gate_require(run_dir, "test_accuracy>=0.999")  # the tiny run reaches about 0.9
+    assert main(["gate", str(run_dir)]) == 1
+    assert "test_accuracy>=0.999: measured" in capsys.readouterr().err
+    by_flag = gate_run(run_dir, ["test_accuracy>=0.5"])  # --require replaces the config's criteria
+    assert by_flag.criteria_from == "--require" and by_flag.passed
+    assert [str(r.gate) for r in by_flag.results] == ["test_accuracy>=0.5"]
 
 
 def test_usage_errors_exit_2(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
