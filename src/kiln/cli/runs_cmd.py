@@ -1,4 +1,8 @@
-"""``kiln runs [--output-dir runs]``: list runs, newest first, with their key metrics."""
+"""``kiln runs [--output-dir runs]``: list runs, newest first, with their key metrics.
+
+It reads only each run's own files, never MLflow, so it races nobody; its ``mlflow`` column says
+when a run's MLflow side is still finishing in the background or needs ``kiln sync``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kiln.runs.summary import list_runs
+    from kiln.tracking.finisher import state
 
     runs = list_runs(Path(args.output_dir))
     if not runs:
@@ -29,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         test = s.get("test", {})
         rows.append([
             info.name, s.get("status"), s.get("epochs_trained"), s.get("best_epoch"),
-            final.get("val_loss"), final.get("val_accuracy"), test.get("test_accuracy"),
+            final.get("val_loss"), final.get("val_accuracy"), test.get("test_accuracy"), state(info.path),
         ])
-    print_table(f"runs in {args.output_dir}/", ["run", "status", "epochs", "best", "val_loss", "val_acc", "test_acc"], rows)
+    columns = ["run", "status", "epochs", "best", "val_loss", "val_acc", "test_acc", "mlflow"]
+    print_table(f"runs in {args.output_dir}/", columns, rows)
     return 0

@@ -5,6 +5,11 @@ with where it came from (run directory, config hash, weights sha256) and its tes
 ``alias``, the version gets it only when every ``require`` gate passes on the run's summary.json;
 a version that fails them is still registered (it is a fact that it was trained), but without the
 alias, and the version's ``kiln.alias_refused`` tag says why.
+
+A run's MLflow side may still be finishing when this runs (``kiln train`` returns the prompt
+before its model is in MLflow): registering waits for that finisher, takes over from it when it is
+too slow, and completes a run whose model never reached MLflow from the run directory, so the
+version always points at a complete model.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
 REGISTRABLE = ("completed", "stopped_early")
 _NEEDED_ARTIFACTS = ("model", "kiln_model")
+FINISH_WAIT = 60.0  # seconds a run's MLflow finisher gets to end on its own before a take-over
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ def register_run(
         )
     client = get_client(uri or str(link["tracking_uri"]))
     run_id = str(link["run_id"])
+    _settle(client, run_id, root, own_store=uri is None or uri == link["tracking_uri"])
     _check_run(client, run_id, root, run_dir)
     _ensure_model(client, name)
     tags = {TAG_RUN_DIR: str(root), TAG_RUN: root.name, TAG_CONFIG_HASH: str(summary.get("config_hash"))}
@@ -124,6 +131,26 @@ def register_run(
     return RegisterResult(name, number, run_id, model_source, alias, True, promoted.previous_version, tuple(results))
 
 
+def _settle(client: MlflowClient, run_id: str, root: Path, own_store: bool) -> None:
+    """Wait for (or take over from) the run's MLflow finisher; then, in the store the run was
+    logged to, send what is missing (``kiln sync``) when the model is not there complete."""
+    from mlflow.exceptions import MlflowException
+
+    from kiln.tracking import finisher
+    from kiln.tracking.mlflow import MODEL_TAG
+    from kiln.tracking.sync import sync_run
+
+    finisher.acquire(root / "logs", FINISH_WAIT, take_over=True).release()
+    if not own_store or not (root / "models" / "model.json").is_file():
+        return
+    try:
+        complete = MODEL_TAG in client.get_run(run_id).data.tags
+    except MlflowException:
+        return  # _check_run says what is wrong
+    if not complete:
+        sync_run(root, wait=FINISH_WAIT)
+
+
 def _check_run(client: MlflowClient, run_id: str, root: Path, shown: str | Path) -> None:
     """The MLflow run exists in this store and holds the model artifacts."""
     from mlflow.exceptions import MlflowException
@@ -135,7 +162,11 @@ def _check_run(client: MlflowClient, run_id: str, root: Path, shown: str | Path)
             f"MLflow run {run_id} of {root.name} is not in {client.tracking_uri}; pass the tracking "
             f"URI it was logged to, or send it to this one with: kiln sync {shown} --uri {client.tracking_uri}"
         ) from None
+    from kiln.tracking.mlflow import MODEL_TAG
+
     present = {a.path for a in client.list_artifacts(run_id)}
+    if MODEL_TAG not in client.get_run(run_id).data.tags:
+        present.discard("model")  # its tag comes last: without it the model is partial
     missing = [a for a in _NEEDED_ARTIFACTS if a not in present]
     if missing:
         raise RegistryError(

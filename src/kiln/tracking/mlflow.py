@@ -4,6 +4,10 @@
 The run id is kept in ``<run>/logs/mlflow.json``, so a resumed run and ``kiln sync`` append to the
 same MLflow run. Metrics already in MLflow (same key and step) are not logged twice, which makes
 replaying events.jsonl idempotent.
+
+One process at a time writes a run's MLflow run: the tracker holds the run dir's finisher lock
+(``kiln.tracking.finisher``) from its construction until ``close``, waiting for (and past
+``lock_wait`` taking over from) a finisher still at work.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import MissingExtraError, TrackingError
+from kiln.tracking import finisher
 from kiln.tracking.base import MetricRecord, Scope
 
 log = logging.getLogger("kiln.tracking")
@@ -30,6 +35,17 @@ _STATUS = {
     "crashed": "FAILED", "interrupted": "KILLED",
 }
 _PREFIX: dict[str, str] = {"epoch": "", "test": "", "step": "step/", "system": "system/"}
+MODEL_TAG = "kiln.model_uri"  # set after both model artifacts are stored: the model is complete
+# MLflow 3's UI opens an experiment in its GenAI view or its model-training view by this tag
+# (mlflow/server/js/src/experiment-tracking/constants.ts, enum ExperimentKind:
+# GENAI_DEVELOPMENT = "genai_development", CUSTOM_MODEL_DEVELOPMENT = "custom_model_development";
+# mlflow/demo/generators/traces.py sets the GenAI value the same way). Untagged, it guesses.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# For the worker process only (never the user's own process): fail fast instead of MLflow's
+# default 7 retries with exponential backoff and a 120 s timeout per request. What does not get
+# through stays in events.jsonl for `kiln sync`. A user's own setting of either wins.
+WORKER_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+PROBE_TIMEOUT = 1.5  # seconds a tracking server gets to answer before a run gives up on it
 
 
 def read_link(logs_dir: Path) -> dict[str, Any] | None:
@@ -56,17 +72,30 @@ class MlflowTracker:
         tags: Mapping[str, str],
         artifact_root: str | None = None,
         will_log_model: bool = False,
+        lock_wait: float = 60.0,
     ) -> None:
         try:
             from mlflow import MlflowClient
         except ImportError:
             raise MissingExtraError("mlflow", "mlflow") from None
+        self.logs_dir = logs_dir
+        self._lock = finisher.acquire(logs_dir, lock_wait, take_over=True)
+        try:
+            self._open(MlflowClient, uri, experiment, run_name, tags, artifact_root, will_log_model)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(
+        self, client_type: Any, uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
+        artifact_root: str | None, will_log_model: bool,
+    ) -> None:
+        logs_dir = self.logs_dir
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        self.client = MlflowClient(uri)
+        self.client = client_type(uri)
         self.uri = uri
         self.will_log_model = will_log_model  # the run ends with log_model: warm_up prepares it
-        self.logs_dir = logs_dir
         self._known: set[tuple[str, int]] = set()
         self._params: dict[str, str] = {}
         link = read_link(logs_dir)
@@ -81,8 +110,8 @@ class MlflowTracker:
             link = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self.run_id,
                     "experiment": experiment}
             (logs_dir / LINK_FILE).write_text(json.dumps(link, indent=2), encoding="utf-8")
-        if tags:
-            self._set_tags(tags)
+        self._set_tags({**source_tags(logs_dir.parent), **tags})
+        self._log_dataset()
 
     def _experiment(self, name: str, artifact_root: str | None) -> str:
         existing = self.client.get_experiment_by_name(name)
@@ -90,7 +119,9 @@ class MlflowTracker:
             return str(existing.experiment_id)
         location = f"{artifact_root}/{name}" if artifact_root else None
         try:
-            return str(self.client.create_experiment(name, artifact_location=location))
+            return str(self.client.create_experiment(
+                name, artifact_location=location, tags=dict([EXPERIMENT_KIND])
+            ))
         except Exception:  # another process created it in between
             again = self.client.get_experiment_by_name(name)
             if again is None:
@@ -103,6 +134,21 @@ class MlflowTracker:
         for key in run.data.metrics:
             for metric in self.client.get_metric_history(self.run_id, key):
                 self._known.add((key, int(metric.step)))
+
+    def _log_dataset(self) -> None:
+        """The run's data as an MLflow dataset input (the UI's Dataset column), once per run."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = dataset_of(self.logs_dir.parent)
+        if dataset is None:
+            return
+        name, digest, source_type, source = dataset
+        run = self.client.get_run(self.run_id)
+        if any(d.dataset.digest == digest for d in run.inputs.dataset_inputs):
+            return
+        self.client.log_inputs(self.run_id, [DatasetInput(
+            Dataset(name, digest, source_type, source), [InputTag("mlflow.data.context", "train")]
+        )])
 
     def _set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -172,11 +218,18 @@ class MlflowTracker:
             requirements_utils._init_packages_to_modules_map()  # type: ignore[no-untyped-call]
 
     def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
-        """The model in MLflow's pytorch flavor (signature and input example) plus kiln's package."""
+        """The model in MLflow's pytorch flavor (signature and input example) plus kiln's package.
+
+        Every path that logs a model (training, ``kiln sync``, ``kiln registry register``) comes
+        here. MLflow saves the model with torch.export, which makes a dimension of size 1 in the
+        example a constant: an example of one row gave a model that refused every other batch
+        size. The example is therefore at least two rows, so the batch dimension stays dynamic.
+        """
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
 
+        example = batch_example(example)
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
         signature = infer_signature(example, output)
@@ -193,10 +246,74 @@ class MlflowTracker:
             )
             self.client.log_artifacts(self.run_id, str(target), "model")
         self.client.log_artifacts(self.run_id, str(package_dir), "kiln_model")
-        self._set_tags({"kiln.model_uri": f"runs:/{self.run_id}/model"})
+        self._set_tags({MODEL_TAG: f"runs:/{self.run_id}/model"})  # last: the model is complete
+
+    def has_model(self) -> bool:
+        return MODEL_TAG in self.client.get_run(self.run_id).data.tags
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=_STATUS.get(status, "FINISHED"))
+        finisher.record_outcome(self.logs_dir, {"ok": True, "run_id": self.run_id})
+        self._lock.release()
+
+    def give_up(self, error: str) -> None:
+        """Called by the worker when a call failed or time ran out: say so in the run dir."""
+        finisher.record_outcome(self.logs_dir, {"ok": False, "error": f"{self.uri}: {error}"})
+        self._lock.release()
+
+
+def batch_example(example: Any) -> Any:
+    """``example`` (a NumPy batch) with at least two rows, repeating its rows when it has one."""
+    import numpy as np
+
+    example = np.asarray(example)
+    if example.shape[0] >= 2:
+        return example
+    return np.concatenate([example] * 2, axis=0) if example.shape[0] == 1 else example
+
+
+def source_tags(run_dir: Path) -> dict[str, str]:
+    """MLflow's own tags for where a run came from (the UI's Source and User columns), from the
+    run dir's environment.json."""
+    try:
+        environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    tags = {"mlflow.source.type": "LOCAL"}
+    command = [str(part) for part in environment.get("command") or []]
+    if command:  # `kiln train ...` (or `python -m kiln train ...`), else the user's own script
+        kiln = command[0].endswith(("/kiln", "kiln/__main__.py")) or command[0] == "kiln"
+        name = " ".join(["kiln", *command[1:]]) if kiln else command[0]
+        tags["mlflow.source.name"] = name if len(name) <= 500 else name[:497] + "..."
+    if environment.get("user"):
+        tags["mlflow.user"] = str(environment["user"])
+    git = environment.get("git") or {}
+    if git.get("commit"):
+        tags["mlflow.source.git.commit"] = str(git["commit"])
+    return tags
+
+
+def dataset_of(run_dir: Path) -> tuple[str, str, str, str] | None:
+    """(name, digest, source type, source) of a run's training data: the data config's name, the
+    data fingerprint kiln computed, and the file it was read from, else the catalog entry."""
+    import yaml
+
+    try:
+        environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    digest = environment.get("data_fingerprint")
+    data = config.get("data") if isinstance(config, dict) else None
+    if not digest or not isinstance(data, dict):
+        return None
+    name = str(data.get("name") or "data")
+    if data.get("path"):
+        path = Path(str(data["path"])).expanduser().resolve()
+        return name, str(digest), "local", path.as_uri()
+    if data.get("target"):
+        return name, str(digest), "code", str(data["target"])
+    return name, str(digest), "kiln", f"kiln catalog: {name}"
 
 
 def _param_value(value: Any) -> str:
@@ -211,3 +328,25 @@ def check_reachable(uri: str) -> None:
             f"tracking.uri {uri!r} is not a tracking URI: use http://host:5000, "
             "sqlite:///path/mlflow.db or file:///path"
         )
+
+
+def probe(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise TrackingError, in one line naming ``uri``, when an HTTP tracking server does not
+    answer within ``timeout`` seconds (refused, unreachable or slow). Any HTTP answer will do, an
+    error status included: the server is there. Stores that are files need no probe."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"MLflow tracking server {uri} did not answer within {timeout:g} s "
+            f"({type(reason).__name__}: {reason})"
+        ) from None

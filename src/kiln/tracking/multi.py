@@ -218,7 +218,8 @@ def _coalesce(batch: list[Any]) -> list[Any]:
 
 
 def _warn(name: str, exc: BaseException) -> None:
-    log.warning("tracking: tracker %r failed and is disabled for this run: %s", name, exc)
+    one_line = " ".join(str(exc).split())  # a server's multi-line error is still one report
+    log.warning("tracking: tracker %r failed and is disabled for this run: %s", name, one_line)
 
 
 def build_trackers(
@@ -247,12 +248,39 @@ def build_trackers(
     if "mlflow" in backends:
         from kiln.settings import default_artifact_root, tracking_uri
         from kiln.tracking.mlflow import check_reachable
-        from kiln.tracking.remote import RemoteTracker
 
         uri = tracking_uri(cfg.tracking.uri, cfg.run.output_dir)
         check_reachable(uri)
         args = (uri, cfg.run.experiment or cfg.run.name, run_name, logs_dir, dict(tags),
-                default_artifact_root(uri), cfg.tracking.log_model)
-        timeout = cfg.tracking.close_timeout
-        factories["mlflow"] = lambda: RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout)
+                default_artifact_root(uri), cfg.tracking.log_model, cfg.tracking.close_timeout)
+        factories["mlflow"] = functools.partial(_mlflow, uri, args, cfg.tracking.close_timeout, logs_dir)
     return factories
+
+
+def _mlflow(uri: str, args: tuple[Any, ...], timeout: float, logs_dir: Path) -> Tracker:
+    """The MLflow tracker in its worker process, which finishes on its own after the run (the
+    finisher: the run's end does not wait for MLflow). A server that does not answer is found out
+    here, within a second or two, instead of by the worker's first call."""
+    import os
+
+    from kiln.tracking import finisher
+    from kiln.tracking.mlflow import WORKER_ENV, probe
+    from kiln.tracking.remote import RemoteTracker
+
+    probe(uri)
+    env = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
+    # Held from before the worker exists, and handed to it (it waits for a previous finisher
+    # itself when a resumed run's lock is still taken).
+    lock = finisher.try_lock(logs_dir)
+    fds = () if lock is None else (lock.fileno(),)
+    if lock is not None:
+        env[finisher.ENV_FD] = str(lock.fileno())
+    try:
+        tracker = RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout, env=env,
+                                log_path=logs_dir / "mlflow_worker.log", detach=True, pass_fds=fds)
+        if lock is not None:
+            lock.write_pid(tracker.process.pid)
+    finally:
+        if lock is not None:
+            lock.release()  # this process's copy only: the worker's copy keeps the lock
+    return tracker

@@ -3,6 +3,10 @@
 Heavy trackers (MLflow: seconds of imports, a database migration on first use, HTTP retries) would
 otherwise run Python on a thread of the training process and, through the GIL, slow every step.
 In their own process they cost the training loop nothing but a pickled record on a pipe.
+
+With ``detach=True``, ``close`` does not wait for the worker: it finishes what it was handed on its
+own (the MLflow finisher, see ``kiln.tracking.finisher``), so the end of a run never waits for a
+server. The worker runs in its own session, so Ctrl-C in the terminal reaches only the run.
 """
 
 from __future__ import annotations
@@ -21,18 +25,49 @@ from typing import IO, Any
 from kiln.errors import TrackingError
 from kiln.tracking.base import MetricRecord, Scope
 
+# Detached workers still running. Holding them keeps Popen's finalizer from warning that a child
+# is still running (it is meant to); each new one reaps those that have ended.
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def _keep(process: subprocess.Popen[bytes]) -> None:
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+    _DETACHED.append(process)
+
 
 class RemoteTracker:
-    def __init__(self, name: str, factory: str, args: tuple[Any, ...], close_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        factory: str,
+        args: tuple[Any, ...],
+        close_timeout: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        detach: bool = False,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.close_timeout = close_timeout
+        self.detach = detach
         self._error: str | None = None
         self._closed = threading.Event()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kiln.tracking.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False,
-            env={**os.environ, "PYTHONIOENCODING": "utf-8"},  # MLflow prints emoji run links
-        )
+        command = [sys.executable, "-m", "kiln.tracking.worker"]
+        if detach:
+            command += ["--deadline", str(close_timeout)]
+        # The worker's own output (library warnings) goes to a log file when given: a worker that
+        # outlives the run must not write over the user's next prompt.
+        log = log_path.open("ab") if log_path is not None else None
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=False,
+                env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},  # MLflow prints emoji
+                start_new_session=True, pass_fds=pass_fds,
+            )
+        finally:
+            if log is not None:
+                log.close()
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin: IO[bytes] = self.process.stdin
         self._reader = threading.Thread(
@@ -102,21 +137,28 @@ class RemoteTracker:
         self._send("log_model", model, package_dir, example)
 
     def close(self, status: str) -> None:
-        """Ask the worker to finish; past ``close_timeout`` it is killed (events.jsonl keeps all)."""
+        """Ask the worker to finish. Detached: return at once (the worker has ``close_timeout``
+        seconds to finish on its own). Else wait; past ``close_timeout`` it is killed (events.jsonl
+        keeps all)."""
         try:
             self._send("close", status)
         finally:
             with contextlib.suppress(OSError):
                 self._stdin.close()
-            try:
-                self.process.wait(timeout=self.close_timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise TrackingError(
-                    f"{self.name} did not finish within {self.close_timeout:.0f} s and was stopped; "
-                    "`kiln sync RUN_DIR` sends what it missed"
-                ) from None
+        if self.detach:
+            _keep(self.process)
+            if self._error is not None:
+                raise TrackingError(self._error)
+            return
+        try:
+            self.process.wait(timeout=self.close_timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise TrackingError(
+                f"{self.name} did not finish within {self.close_timeout:.0f} s and was stopped; "
+                "`kiln sync RUN_DIR` sends what it missed"
+            ) from None
         self._reader.join(timeout=5)
         if self._error is not None:
             raise TrackingError(self._error)

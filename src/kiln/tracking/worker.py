@@ -1,24 +1,46 @@
 """The child process that runs a tracker for ``RemoteTracker`` (``python -m kiln.tracking.worker``).
 
 Reads pickled ``(method, args)`` calls from its parent on stdin and reports on stdout, one JSON
-object per line: ``{"ready": true}``, then ``{"error": "..."}`` if a call fails (the worker exits).
+object per line: ``{"ready": true}``, then ``{"error": "..."}`` if a call fails (the worker exits),
+and ``{"closed": true}`` once ``close`` has returned.
+
+A thread takes every call off the pipe as soon as it arrives, from the start, so the parent never
+blocks on a full pipe while this process imports MLflow or waits for a slow server. That is also what lets the parent leave
+without waiting at the end of a run: the worker, in its own session (no terminal signals reach it),
+finishes the calls it holds on its own, within ``--deadline`` seconds of the ``close`` call. A
+parent that has gone away makes its reports go nowhere, quietly: a tracking process never prints a
+traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
 from typing import Any, BinaryIO, TextIO
 
 
-def _emit(out: TextIO, message: dict[str, Any]) -> None:
-    out.write(json.dumps(message) + "\n")
-    out.flush()
+class _Reports:
+    """The protocol channel to the parent; once the parent is gone, reports are dropped."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.gone = False
+
+    def emit(self, message: dict[str, Any]) -> None:
+        if self.gone:
+            return
+        try:
+            self.out.write(json.dumps(message) + "\n")
+            self.out.flush()
+        except (OSError, ValueError):  # BrokenPipeError: the run's process has exited
+            self.gone = True
 
 
 # Calls that need nothing the warm-up imports, so they go ahead while it runs.
@@ -29,7 +51,7 @@ class _Unpickler(pickle.Unpickler):
     """Waits for the warm-up thread before unpickling anything that imports a module (a model):
     torch's modules cannot be imported from two threads at once."""
 
-    def __init__(self, file: BinaryIO, warm: threading.Thread) -> None:
+    def __init__(self, file: _Spool, warm: threading.Thread) -> None:
         super().__init__(file)
         self.warm = warm
 
@@ -39,37 +61,115 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def serve(stdin: BinaryIO, stdout: TextIO) -> tuple[int, bool]:
+class _Spool:
+    """Everything the parent writes, taken off the pipe by a thread as soon as it arrives (from
+    before the tracker is even built), and read back by the unpickler as from a file."""
+
+    def __init__(self, stdin: BinaryIO) -> None:
+        self._fd = stdin.fileno()
+        self._buffer = bytearray()
+        self._eof = False
+        self._ready = threading.Condition()
+        threading.Thread(target=self._fill, name="kiln-spool", daemon=True).start()
+
+    def _fill(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            with self._ready:
+                if chunk:
+                    self._buffer += chunk
+                else:
+                    self._eof = True
+                self._ready.notify_all()
+            if not chunk:
+                return
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+    def read(self, size: int = -1) -> bytes:
+        with self._ready:
+            self._ready.wait_for(lambda: self._eof or (size >= 0 and len(self._buffer) >= size))
+            return self._take(len(self._buffer) if size < 0 else size)
+
+    def readline(self, size: int = -1) -> bytes:
+        with self._ready:
+            self._ready.wait_for(lambda: self._eof or b"\n" in self._buffer)
+            end = self._buffer.find(b"\n")
+            return self._take(len(self._buffer) if end < 0 else end + 1)
+
+    def readinto(self, target: Any) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+def serve(stdin: BinaryIO, stdout: TextIO | _Reports, deadline: float | None = None) -> tuple[int, bool]:
     """Answer calls until ``close`` or the end of stdin: (exit code, whether the tracker stored
     everything by the time its close() returned, its ``durable_on_close``)."""
     from kiln.catalog import import_object
 
-    factory_path, args = pickle.load(stdin)  # the channel is our own parent's pipe
+    reports = stdout if isinstance(stdout, _Reports) else _Reports(stdout)
+    spool = _Spool(stdin)
+    factory_path, args = pickle.load(spool)  # the channel is our own parent's pipe
     try:
         tracker = import_object(factory_path, "tracker")(*args)
     except Exception as exc:
-        _emit(stdout, {"error": f"{type(exc).__name__}: {exc}"})
+        reports.emit({"error": f"{type(exc).__name__}: {_one_line(exc)}"})
         return 1, False
     durable = bool(getattr(tracker, "durable_on_close", False))
-    _emit(stdout, {"ready": True})
+    reports.emit({"ready": True})
     warm = threading.Thread(target=_warm_up, args=(tracker,), name="kiln-warm-up", daemon=True)
     if hasattr(tracker, "warm_up"):
         warm.start()
     while True:
         try:
-            method, call_args = _Unpickler(stdin, warm).load()  # one per message: memos are per dump
+            method, call_args = _Unpickler(spool, warm).load()  # one per message: memos are per dump
         except EOFError:
-            return 0, False
+            return 0, False  # the parent went away without close (killed): events.jsonl has it all
         if method not in _LIGHT_CALLS and warm.is_alive():
             warm.join()  # the warm-up imports what the heavier calls need: let it finish first
+        if method == "close" and deadline is not None:
+            _watchdog(deadline, tracker)
         try:
             getattr(tracker, method)(*call_args)
         except Exception as exc:
-            _emit(stdout, {"error": f"{method}: {type(exc).__name__}: {exc}"})
+            error = f"{method}: {type(exc).__name__}: {_one_line(exc)}"
+            reports.emit({"error": error})
+            _give_up(tracker, error)
             return 1, False
         if method == "close":
-            _emit(stdout, {"closed": True})
+            reports.emit({"closed": True})
             return 0, durable
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _give_up(tracker: Any, error: str) -> None:
+    """Let the tracker record why it stopped (the run dir's finisher outcome), if it can."""
+    with contextlib.suppress(Exception):
+        tracker.give_up(error)
+
+
+def _watchdog(seconds: float, tracker: Any) -> None:
+    """A finisher that has not finished within ``seconds`` of ``close`` stops: a hung server must
+    not keep a process around for ever. events.jsonl has what it had not sent (``kiln sync``)."""
+
+    def expire() -> None:
+        _give_up(tracker, f"did not finish within {seconds:.0f} s (tracking.close_timeout)")
+        os._exit(3)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def _warm_up(tracker: Any) -> None:
@@ -82,7 +182,17 @@ def _warm_up(tracker: Any) -> None:
         tracker.warm_up()
 
 
-def main() -> int:
+def _quiet_exit(signum: int, frame: Any) -> None:
+    """SIGTERM (a take-over by ``kiln sync``, or a shutdown): leave at once, without a traceback."""
+    os._exit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kiln.tracking.worker")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds to finish after close")
+    options = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _quiet_exit)
+    signal.signal(signal.SIGINT, _quiet_exit)  # the run's process decides what Ctrl-C means
     # The protocol gets the original stdout; anything else printed (MLflow prints run links and
     # progress bars, C extensions may write to fd 1) goes to stderr instead of corrupting it.
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -90,14 +200,22 @@ def main() -> int:
     sys.stdout = sys.stderr
     if hasattr(os, "nice"):
         os.nice(10)  # tracking yields the CPU to training whenever both want it
-    code, durable = serve(sys.stdin.buffer, protocol)
+    try:
+        code, durable = serve(sys.stdin.buffer, _Reports(protocol), options.deadline)
+    except BaseException:  # nothing a tracking process hits may end in a traceback on a terminal
+        os._exit(1)
     if code == 0 and durable:
         # The tracker has stored everything. Run the exit handlers (MLflow's temporary
         # directories), then skip the rest of the interpreter's teardown: freeing torch's, dynamo's
         # and MLflow's modules took 1.7 s, and the end of the run waited for it.
-        atexit._run_exitfuncs()
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            atexit._run_exitfuncs()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
         os._exit(0)
+    # The remaining teardown may write to a closed pipe: a parent that left has nothing to hear.
+    with contextlib.suppress(Exception):
+        protocol.close()
     return code
 
 
