@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from kiln.cli.main import main
-from kiln.registry import audit_log, register_run, show_model
+from kiln.registry import audit_log, promote, register_run, show_model
 from tests.conftest import run_cli
 from tests.registry.conftest import FAILING_GATE, NOLOAD, PASSING_GATE, Store
 
@@ -69,6 +72,49 @@ def test_register_promote_describe_tag_list_show_audit(store: Store, capsys: pyt
     assert "@production of cli-flow was version 2" in capsys.readouterr().out
     assert main(["registry", "audit", "cli-flow", "--alias", "production", "--at", "yesterday", *uri]) == 2
     assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time five hours behind UTC, so reading a naive time as local time would show."""
+    monkeypatch.setenv("TZ", "EST+5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_audit_at_names_the_holder_at_any_time(
+    store: Store, capsys: pytest.CaptureFixture[str], far_from_utc: None
+) -> None:
+    uri = ["--uri", store.uri]
+    for run in (store.baseline, store.wider):
+        register_run(run.run_dir, "cli-at", uri=store.uri)
+    promote("cli-at", 1, "production", uri=store.uri)
+    promote("cli-at", 2, "production", uri=store.uri)
+    first, second = (datetime.fromisoformat(e.at) for e in audit_log("cli-at", "production", store.uri))
+    between = first + (second - first) / 2
+    assert first < between < second
+
+    def holder(at: str) -> str:
+        assert main(["registry", "audit", "cli-at", "--alias", "production", "--at", at, *uri]) == 0
+        return capsys.readouterr().out
+
+    # strictly between the two promotions, as naive UTC (the local zone is UTC-5 here), with an
+    # offset, and with Z: version 1 still held the alias
+    naive = between.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    eastern = between.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    zulu = between.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+    for at in (naive, eastern, zulu):
+        out = holder(at)
+        assert out.startswith(f"at {at}, @production of cli-at was version 1 (promoted {first.isoformat()} by "), out
+    assert f"was version 2 (promoted {second.isoformat()}" in holder(second.isoformat())
+    before = (first - timedelta(seconds=1)).astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    assert holder(before) == (
+        f"no version of cli-at held @production at {before} (according to kiln's audit trail)\n"
+    )
+    assert main(["registry", "audit", "cli-at", "--at", naive, *uri]) == 2  # --at needs --alias
+    assert "--at needs --alias" in capsys.readouterr().err
 
 
 def test_register_exits_1_on_a_failed_gate_even_without_an_alias(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
