@@ -13,6 +13,8 @@ with half the batch (another data order per step) is far outside it (0.51 apart)
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,10 @@ from kiln.data.build import build_data
 from kiln.models.build import build_model
 from kiln.tasks import build_task
 from kiln.tracking import read_events
-from kiln.train import Trainer
+from kiln.train import Callback, Trainer, TrainState
 from kiln.train.evaluate import evaluate
 from kiln.train.setup import make_loader
+from kiln.train.trainer import TrainingInterrupted
 from tests.distributed.conftest import env_for, kiln, overrides, writes_by_rank
 
 # 1024 training samples, 8 steps of 128 per epoch: every global batch is full and splits evenly
@@ -105,3 +108,37 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
         quiet=True,
     ).fit()
     assert max_difference(final_weights(ddp_dir), final_weights(other.run_dir)) > 100 * WEIGHT_TOL
+
+
+class SigtermAfterBatch(Callback):
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_batch_end(self, state: TrainState) -> None:
+        if state.batch_in_epoch == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_a_one_process_run_resumes_on_two(tmp_path: Path) -> None:
+    """README: `kiln resume RUN --nproc 2` also with another N than the run was started with.
+    Stopped after batch 10 of 21 (64 samples each) on one process, the 640 samples seen are 5 of
+    the 2-process job's batches of 2 x 64; it finishes the epoch's 11 and one more epoch."""
+    cfg = load_config(None, overrides(tmp_path / "runs"))
+    with pytest.raises(TrainingInterrupted):
+        Trainer(cfg, callbacks=[SigtermAfterBatch(10)], quiet=True).fit()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "config.yaml").is_file()]
+
+    resumed = kiln("resume", str(run_dir), "--nproc", "2", "--quiet")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {run_dir} from checkpoint epoch0000-step00000010-batch00010" in resumed.stdout
+    assert ("resuming a run checkpointed with 1 process(es) on 2: the data order from here on differs "
+            "from an uninterrupted run (each rank's shard changes), and the epoch continues at batch 5 "
+            "of 11 (was 10 with 1); effective batch 64 -> 128") in resumed.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_trained"] == 2
+    assert summary["batch"]["world_size"] == 2 and summary["batch"]["effective_batch"] == 128
+    assert summary["global_step"] == 10 + (11 - 5) + 11
+    assert [m["epoch"] for m in epoch_metrics(run_dir)] == [1, 2]
+    (event,) = [e for e in read_events(run_dir / "logs/events.jsonl") if e["event"] == "resumed"]
+    assert event["checkpoint"] == "epoch0000-step00000010-batch00010" and event["global_step"] == 10

@@ -111,8 +111,14 @@ def test_torchrun_restart_resumes_exactly(tmp_path: Path) -> None:
 def test_sigterm_stops_every_rank_after_the_same_step(tmp_path: Path) -> None:
     """SIGTERM to the launcher: torchrun passes it on, the ranks agree on one step, rank 0 writes
     one checkpoint, the job exits 143, and `kiln resume --nproc 2` finishes it."""
-    out = tmp_path / "runs"
-    job = start(out)
+    out, reports = tmp_path / "runs", tmp_path / "batches"
+    reports.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "kiln", "train", *overrides(out, *SLOW), "--nproc", "2", "--quiet",
+         "model.target=tests.distributed.counting:CountingSlowMLP"],
+        cwd=ROOT, env={**env_for(), "KILN_BATCHES_DIR": str(reports)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     deadline = time.monotonic() + 240
     while not list(out.glob("*/checkpoints/*-batch*")) and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.02)
@@ -122,9 +128,15 @@ def test_sigterm_stops_every_rank_after_the_same_step(tmp_path: Path) -> None:
     (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
-    stopped = {line.split(";")[0] for line in stderr.splitlines() if line.startswith("SIGTERM received: stopped at")}
-    assert len(stopped) == 1, stderr  # both ranks name the same step
-    assert Path(summary["last_checkpoint"]).is_dir()
+    checkpoint = Path(summary["last_checkpoint"])
+    assert checkpoint.is_dir()
+    step = json.loads((checkpoint / "meta.json").read_text())["global_step"]
+    assert summary["global_step"] == step
+    # rank 0 alone prints how it stopped; each rank reports the batches it trained: the same step
+    (stopped,) = [line for line in stderr.splitlines() if line.startswith("SIGTERM received: stopped at")]
+    assert f"(step {step}); checkpoint: {checkpoint}" in stopped
+    ranks = {p.name: int(p.read_text()) for p in reports.iterdir()}
+    assert ranks == {"rank0.txt": step, "rank1.txt": step}, (ranks, stderr)
     assert f"kiln resume {run_dir} --nproc 2" in stderr
 
     resumed = kiln("resume", str(run_dir), "--nproc", "2", "--quiet")
