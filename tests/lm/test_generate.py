@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from kiln.cli.main import main
 from kiln.errors import UsageError
 from kiln.lm import sample_from_package
 from tests.conftest import run_cli
+
+# SQLAlchemy 2.x deprecates a loader option MLflow's SQL store still uses (see tests/registry).
+NOLOAD = "The ``noload`` loader strategy is deprecated"
 
 
 def test_generation_is_deterministic_for_a_seed_and_ignores_the_global_rng(trained: Path) -> None:
@@ -73,3 +79,37 @@ def test_serve_refuses_a_language_model_with_a_pointer_to_generate(trained: Path
 def test_non_finite_temperature_is_a_usage_error(trained: Path) -> None:
     with pytest.raises(UsageError, match="temperature must be"):
         sample_from_package(trained, "the", temperature=float("nan"))
+
+
+@pytest.mark.filterwarnings(f"ignore:{NOLOAD}:DeprecationWarning")
+def test_kiln_generate_by_registry_alias_samples_the_aliased_model(
+    trained: Path, trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's ``kiln generate models:/NAME@ALIAS``: version 1 (the language model) holds the
+    alias; version 2, the latest, is a classifier, which kiln generate would refuse."""
+    from kiln.registry import register_run
+    from kiln.tracking.sync import sync_run
+
+    lm, classifier = tmp_path / "runs" / trained.name, tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained, lm)
+    shutil.copytree(trained_run, classifier)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NOLOAD, category=DeprecationWarning)
+        for run_dir in (lm, classifier):
+            assert sync_run(run_dir, uri).model_logged
+        assert register_run(lm, "chars", alias="production", uri=uri).version == 1
+        assert register_run(classifier, "chars", uri=uri).version == 2
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ("--prompt", "the cat ", "--max-new-tokens", "40", "--temperature", "1.5", "--seed", "7")
+    assert main(["generate", "models:/chars@production", *args]) == 0
+    by_alias = capsys.readouterr().out
+    assert main(["generate", str(lm), *args]) == 0
+    assert by_alias == capsys.readouterr().out  # the same model: the same sample for the same seed
+    assert by_alias.startswith("the cat ") and len(by_alias.rstrip("\n")) == 48
+    greedy = ("--prompt", "the cat ", "--max-new-tokens", "40", "--temperature", "0")
+    assert main(["generate", "models:/chars@production", *greedy]) == 0
+    assert capsys.readouterr().out.startswith("the cat sat on the mat. the cat sat on")
+    assert main(["generate", "models:/chars/2", *greedy]) == 2  # the latest version is the classifier
+    assert "kiln generate needs a language model" in capsys.readouterr().err
