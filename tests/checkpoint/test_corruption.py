@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from tests.conftest import run_cli
 
 from kiln.testing import tiny_config
+from kiln.tracking import read_events
 from kiln.train import Trainer
 from kiln.train.resume import plan_resume
 
@@ -80,3 +83,27 @@ def test_all_checkpoints_broken_lists_every_problem(finished_run: Path, tmp_path
         (checkpoint / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"no usable checkpoint(.|\n)*missing(.|\n)*missing(.|\n)*missing"):
         plan_resume(run)
+
+
+def test_the_fallback_is_loud(finished_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """README: loading falls back to the previous checkpoint, loudly: a warning naming the refused
+    checkpoint and what is wrong with it, on the console of `kiln resume` and in events.jsonl."""
+    run, newest, previous = damaged_copy(finished_run, tmp_path)
+    data = bytearray((newest / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (newest / "model.safetensors").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="kiln"):
+        plan = plan_resume(run, ["training.epochs=4"])
+    assert plan.checkpoint is not None
+    (problem,) = plan.checkpoint.meta["skipped"]
+    assert problem.startswith(f"{newest.name}: model.safetensors fails its sha256 check"), problem
+    warned = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert ("kiln.checkpoint", logging.WARNING, f"checkpoint refused: {problem}; falling back to the previous one") in warned
+    assert ("kiln", logging.WARNING, f"skipped a broken checkpoint: {problem}") in warned
+
+    resumed = run_cli("resume", str(run), "training.epochs=4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"kiln: checkpoint refused: {problem}; falling back to the previous one\n" in resumed.stderr
+    assert f"resuming {run} from checkpoint {previous.name}" in resumed.stdout
+    (event,) = [e for e in read_events(run / "logs/events.jsonl") if e["event"] == "resumed"]
+    assert event["checkpoint"] == previous.name and event["skipped_checkpoints"] == [problem]
