@@ -1,13 +1,15 @@
 """A tiny trained run (digits, one-layer MLP) and real ``kiln serve`` processes on free ports.
 
-Each server is a subprocess (``python -m kiln serve ...``) talked to over HTTP on loopback; a
-module shares one server per configuration, so the suite starts only a handful.
+Each server is a subprocess (``python -m kiln serve ... --port 0``) talked to over HTTP on
+loopback, at the port the kernel gave it, which it prints; a module shares one server per
+configuration, so the suite starts only a handful.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,31 +44,38 @@ class Server:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def bound_socket() -> socket.socket:
+    """A socket bound to a port the kernel picked, for a server to listen on: no window for
+    another process to take the port, as there is between finding a free one and binding it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+LISTENING = re.compile(r"^serving .* on http://127\.0\.0\.1:(\d+) ", re.MULTILINE)
 
 
 def start_server(source: str | Path, log: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """Start ``kiln serve`` and wait until ``/ready`` answers 200."""
-    port = free_port()
+    """Start ``kiln serve --port 0``, read the port it bound from its first line, and wait until
+    ``/ready`` answers 200."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     handle = log.open("w", encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiln", "serve", str(source), "--port", str(port), *args],
+        [sys.executable, "-m", "kiln", "serve", str(source), "--port", "0", *args],
         stdout=handle, stderr=subprocess.STDOUT, text=True, env=env,
     )
     handle.close()
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+    server = Server(process, "", log)
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"kiln serve exited with {process.returncode}:\n{server.output()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
-                return server
+        if not server.url and (found := LISTENING.search(server.output())):
+            server.url = f"http://127.0.0.1:{found[1]}"
+        if server.url:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                    return server
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"kiln serve did not become ready in {STARTUP_SECONDS}s:\n{server.output()}")

@@ -20,25 +20,26 @@ import uvicorn
 from kiln.errors import MissingExtraError
 from kiln.serve import create_app, load_served_model, prepare_model
 from kiln.serve.backends import Array, Backend
-from tests.serve.conftest import free_port
+from tests.serve.conftest import bound_socket
 
 
 @contextlib.contextmanager
 def serving(app: Any, lifespan: Literal["on", "off"] = "on") -> Iterator[httpx.Client]:
     """``app`` on a real uvicorn server in a thread (signals stay with the main thread)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan=lifespan))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = bound_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
             yield client
     finally:
         server.should_exit = True
         thread.join(30)
+        sock.close()
 
 
 class ExplodingBackend:

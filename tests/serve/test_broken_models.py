@@ -16,7 +16,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.conftest import ROOT, run_cli
-from tests.serve.conftest import free_port
 
 
 def export_dir(trained_run: Path, tmp_path: Path) -> Path:
@@ -37,7 +36,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *fragments: str) ->
 def test_a_corrupt_onnx_file_is_refused(trained_run: Path, tmp_path: Path, workers: str) -> None:
     path = export_dir(trained_run, tmp_path) / "model.onnx"
     path.write_bytes(b"not a protobuf")
-    result = run_cli("serve", str(path), "--port", str(free_port()), "--workers", workers, timeout=120)
+    result = run_cli("serve", str(path), "--port", "0", "--workers", workers, timeout=120)
     assert_refused(result, f"ONNX Runtime cannot load {path}", "InvalidProtobuf",
                    "kiln export RUN --format onnx")
 
@@ -50,17 +49,19 @@ def test_an_export_of_another_shape_is_refused(trained_run: Path, tmp_path: Path
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    result = run_cli("serve", str(path), "--port", str(free_port()), "--workers", "2", timeout=120)
+    result = run_cli("serve", str(path), "--port", "0", "--workers", "2", timeout=120)
     assert_refused(result, "fails on an input of shape [1, 1, 8, 8]", "(onnx backend)")
 
 
 def test_workers_that_fail_to_start_end_the_supervisor_with_exit_1(tmp_path: Path) -> None:
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys, uvicorn
         from kiln.serve.workers import run_workers
         config = uvicorn.Config("tests.serve.failing_app:create", factory=True, workers=2,
-                                host="127.0.0.1", port={free_port()}, log_level="error")
-        sys.exit(run_workers(config))
+                                host="127.0.0.1", port=0, log_level="error")
+        with config.bind_socket() as sock:
+            code = run_workers(config, sock)
+        sys.exit(code)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,

@@ -60,8 +60,6 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     # fails while loading is restarted by uvicorn's supervisor again and again.)
     served = load_served_model(source, options.threads)
     warm_up(served)
-    print(f"serving {source.name} (version {source.version}, {source.backend}) on "
-          f"http://{options.host}:{options.port}  docs: /docs  metrics: /metrics", flush=True)
     # One process serves the model just loaded; workers each load their own from the source.
     model: ModelSource | ServedModel = served if options.workers == 1 else source
     del served
@@ -70,12 +68,18 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
         port=options.port, workers=options.workers, log_level=options.log_level,
         timeout_graceful_shutdown=math.ceil(options.grace_seconds), access_log=False,
     )
-    if options.workers > 1:
-        from kiln.serve.workers import run_workers
+    # Bound before the line below, so that it names the port in use: with --port 0 the kernel
+    # picks a free one, and a script reads it there instead of guessing one another may take.
+    with config.bind_socket() as sock:
+        print(f"serving {source.name} (version {source.version}, {source.backend}) on "
+              f"http://{options.host}:{sock.getsockname()[1]}  docs: /docs  metrics: /metrics",
+              flush=True)
+        if options.workers > 1:
+            from kiln.serve.workers import run_workers
 
-        return run_workers(config)
-    server = _server_class()(config)
-    server.run()
+            return run_workers(config, sock)
+        server = _server_class()(config)
+        server.run(sockets=[sock])
     if server.started is False and not server.received:
         return 1  # startup failed (the port is taken, the app raised); uvicorn logged why
     return 130 if signal.SIGINT in server.received else 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +29,14 @@ from kiln.settings import PROMETHEUS_MULTIPROC_DIR
 log = logging.getLogger("kiln.serve")
 
 
-def run_workers(config: Any) -> int:
-    """Run ``config.workers`` processes of ``config``'s app on one socket until SIGTERM/SIGINT;
-    the exit code is that of one server: 130 after SIGINT (Ctrl-C), 0 after SIGTERM, 1 when a
-    worker failed to start (uvicorn's supervisor then stops them all)."""
+def run_workers(config: Any, sock: socket.socket) -> int:
+    """Run ``config.workers`` processes of ``config``'s app on ``sock`` (bound, from
+    ``config.bind_socket()``) until SIGTERM/SIGINT; the exit code is that of one server: 130 after
+    SIGINT (Ctrl-C), 0 after SIGTERM, 1 when a worker failed to start (uvicorn's supervisor then
+    stops them all)."""
     from uvicorn.config import STARTUP_FAILURE
 
-    with config.bind_socket() as sock, metrics_directory() as directory:
+    with metrics_directory() as directory:
         supervisor = _supervisor_class()(config, [sock], directory)
         supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
