@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from kiln.errors import ServeError
 from kiln.serve.metrics import ServeMetrics
 from kiln.settings import PROMETHEUS_MULTIPROC_DIR
-from tests.serve.conftest import Server
-from tests.serve.helpers import digits_inputs, metric_samples
+from tests.serve.conftest import Server, running
+from tests.serve.helpers import digits_inputs, expected_probabilities, metric_samples
 
 
 def _scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,21 +54,39 @@ def test_counters_move_by_the_right_amounts(onnx_server: Server) -> None:
     assert len(info) == 1 and dict(info[0][1])["backend"] == "onnx" and after[info[0]] == 1
 
 
-def test_micro_batching_groups_concurrent_requests(torch_server: Server) -> None:
-    """With --batch-wait-ms, concurrent single requests reach the model as fewer, larger batches."""
-    import concurrent.futures
+GATHER = 8
 
-    before = _scrape(torch_server)
-    with httpx.Client() as client, concurrent.futures.ThreadPoolExecutor(8) as pool:
-        rows = digits_inputs(1).tolist()
-        futures = [pool.submit(client.post, f"{torch_server.url}/predict", json={"instances": rows})
-                   for _ in range(32)]
-        assert all(f.result().status_code == 200 for f in futures)
-    after = _scrape(torch_server)
-    calls = after[("kiln_batch_size_count", ())] - before[("kiln_batch_size_count", ())]
-    rows_seen = after[("kiln_batch_size_sum", ())] - before[("kiln_batch_size_sum", ())]
-    assert rows_seen == 32
-    assert calls < 32  # some requests shared a model call
+
+@pytest.fixture(scope="module")
+def gathering_server(served_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Micro-batching that waits (up to 10 minutes) until a batch holds --max-batch rows: which
+    requests share a model call then depends on how many were sent, not on when they arrived."""
+    log = tmp_path_factory.mktemp("logs") / "gathering.log"
+    with running(served_run, log, "--backend", "torch", "--batch-wait-ms", "600000",
+                 "--max-batch", str(GATHER)) as server:
+        yield server
+
+
+def test_micro_batching_answers_concurrent_requests_from_one_model_call(
+        gathering_server: Server, served_run: Path) -> None:
+    """--max-batch single-row requests at once: one model call of that many rows, and each
+    request gets the answer for its own row."""
+    raw = digits_inputs(GATHER, seed=11)
+    before = _scrape(gathering_server)
+    with concurrent.futures.ThreadPoolExecutor(GATHER) as pool:
+        futures = [pool.submit(httpx.post, f"{gathering_server.url}/predict",
+                               json={"instances": raw[i:i + 1].tolist()}, timeout=120)
+                   for i in range(GATHER)]
+        responses = [f.result() for f in futures]
+    assert [r.status_code for r in responses] == [200] * GATHER
+    np.testing.assert_allclose([r.json()["probabilities"][0] for r in responses],
+                               expected_probabilities(served_run, raw), rtol=0, atol=1e-6)
+    after = _scrape(gathering_server)
+    moved = {key: after[key] - before.get(key, 0.0) for key in after if key[0].startswith("kiln_batch_size")}
+    assert moved[("kiln_batch_size_count", ())] == 1
+    assert moved[("kiln_batch_size_sum", ())] == GATHER
+    assert moved[("kiln_batch_size_bucket", (("le", str(float(GATHER // 2))),))] == 0
+    assert moved[("kiln_batch_size_bucket", (("le", str(float(GATHER))),))] == 1
 
 
 def test_multiprocess_metrics_need_the_directory_before_prometheus_client_loads(

@@ -49,27 +49,76 @@ def test_onnx_export_was_created_by_the_server_and_reported(onnx_server: Server,
     assert meta["run"] == served_run.name
 
 
-def _png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+def _encode(pixels: np.ndarray, fmt: str) -> bytes:
+    """An image file written with Pillow: (H, W) grayscale or (H, W, 3) RGB uint8 pixels."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8), mode="L").save(buffer, format=fmt)
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
     return buffer.getvalue()
 
 
-def test_png_upload_is_scaled_and_normalized_like_the_data(onnx_server: Server, served_run: Path) -> None:
+def _decoded(data: bytes) -> np.ndarray:
+    """The pixels a decoder reads back from ``data`` (JPEG is lossy: not those written)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma, L = R*299/1000 + G*587/1000 + B*114/1000, in Pillow's fixed point
+    (its "L" conversion): what the server makes of a colour image for a grayscale model."""
+    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+
+
+def _post_image(server: Server, data: bytes, content_type: str, multipart: bool) -> np.ndarray:
+    if multipart:
+        name = "upload." + content_type.split("/")[1]
+        response = httpx.post(f"{server.url}/predict", files={"file": (name, data, content_type)})
+    else:
+        response = httpx.post(f"{server.url}/predict", content=data, headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json()["probabilities"])
+
+
+# Max abs difference allowed on a probability: ONNX Runtime's float32 kernels against torch's.
+EXACT = 1e-6
+
+
+@pytest.mark.parametrize("fmt, multipart", [("PNG", True), ("PNG", False), ("JPEG", True)])
+def test_a_grayscale_image_of_the_model_size_is_its_pixels_over_255(
+        onnx_server: Server, served_run: Path, fmt: str, multipart: bool) -> None:
     pixels = np.random.default_rng(2).integers(0, 256, (8, 8))
-    response = httpx.post(f"{onnx_server.url}/predict",
-                          files={"file": ("digit.png", _png(pixels), "image/png")})
-    assert response.status_code == 200, response.text
-    expected = expected_probabilities(served_run, pixels[None, None] / 255.0)
-    np.testing.assert_allclose(response.json()["probabilities"], expected, rtol=1e-4, atol=1e-5)
+    data = _encode(pixels, fmt)
+    seen = _decoded(data)
+    assert seen.shape == (8, 8) and (fmt == "JPEG" or (seen == pixels).all())
+    probabilities = _post_image(onnx_server, data, f"image/{fmt.lower()}", multipart)
+    expected = expected_probabilities(served_run, seen[None, None] / 255.0)
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=EXACT)
 
 
-def test_jpeg_body_of_another_size_is_resized(onnx_server: Server) -> None:
-    pixels = np.random.default_rng(3).integers(0, 256, (28, 28))
-    response = httpx.post(f"{onnx_server.url}/predict", content=_png(pixels, "JPEG"),
-                          headers={"content-type": "image/jpeg"})
-    assert response.status_code == 200, response.text
-    assert len(response.json()["probabilities"]) == 1
+def test_an_image_of_another_size_is_resized_bilinearly(onnx_server: Server, served_run: Path) -> None:
+    data = _encode(np.random.default_rng(3).integers(0, 256, (28, 20)), "JPEG")  # 20 wide, 28 high
+    with Image.open(io.BytesIO(data)) as image:
+        resized = np.asarray(image.resize((8, 8), Image.Resampling.BILINEAR))
+    probabilities = _post_image(onnx_server, data, "image/jpeg", multipart=False)
+    expected = expected_probabilities(served_run, resized[None, None] / 255.0)
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=EXACT)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_colour_image_for_a_grayscale_model_becomes_its_luma(
+        onnx_server: Server, served_run: Path, fmt: str) -> None:
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (8, 8, 3))
+    rgb[..., 0] = 255 - rgb[..., 2]  # channels far apart, so any other mix of them differs
+    data = _encode(rgb, fmt)
+    seen = _decoded(data)
+    assert seen.shape == (8, 8, 3) and (fmt == "JPEG" or (seen == rgb).all())
+    probabilities = _post_image(onnx_server, data, f"image/{fmt.lower()}", multipart=True)
+    expected = expected_probabilities(served_run, _luma(seen)[None, None] / 255.0)
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=EXACT)
+    # What a wrong conversion would answer is far off: the plain mean, or the red channel.
+    for wrong in (seen.mean(axis=2), seen[..., 0]):
+        assert np.abs(expected_probabilities(served_run, wrong[None, None] / 255.0) - probabilities).max() > 1e-3
 
 
 def test_health_ready_docs(onnx_server: Server) -> None:
