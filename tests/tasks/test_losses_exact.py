@@ -156,14 +156,15 @@ def test_split_batch_and_names() -> None:
 
 def test_to_moves_the_class_weights() -> None:
     task = SupervisedTask(CLS, LossConfig(class_weights=[1.0, 2.0, 3.0]))
-    task.criterion.weight = task.criterion.weight.double()  # a dtype move stands in for a device move
-    task.to(torch.device("cpu"))
-    assert task.criterion.weight.device.type == "cpu"
+    assert task.to(torch.device("meta")) is task  # the meta device: a real move, without a GPU
+    assert task.criterion.weight.device.type == "meta"
 
 
 def test_build_task_picks_the_task_class() -> None:
-    assert type(build_task(LM, LossConfig())) is LanguageModelingTask
-    assert type(build_task(CLS, LossConfig())) is SupervisedTask
+    lm = build_task(LM, LossConfig(label_smoothing=0.25))
+    assert type(lm) is LanguageModelingTask and lm.spec is LM and lm.label_smoothing == 0.25
+    sup = build_task(CLS, LossConfig(name="focal"))
+    assert type(sup) is SupervisedTask and sup.spec is CLS and isinstance(sup.criterion, FocalLoss)
 
 
 @pytest.mark.parametrize(
@@ -209,6 +210,15 @@ def test_language_modeling_meter_weights_by_tokens() -> None:
     got = m.compute()
     loss = (2.0 * 2 + 0.5 * 6) / 8
     assert got == {"loss": pytest.approx(loss), "perplexity": pytest.approx(math.exp(loss)), "accuracy": 7 / 8}
+
+
+def test_language_modeling_accuracy_is_per_position() -> None:
+    m = LanguageModelingMeter()
+    logits = torch.zeros(2, 2, 3)
+    logits[0, 0, 2] = logits[0, 1, 1] = logits[1, 0, 0] = logits[1, 1, 2] = 1.0  # predicts [[2, 1], [0, 2]]
+    m.update(logits, torch.tensor([[2, 1], [0, 0]]), torch.tensor(1.0))
+    assert m.compute()["accuracy"] == 0.75
+    assert m.sums["tokens"].item() == 4 and m.sums["tokens"].device.type == "cpu"
 
 
 def test_language_modeling_perplexity_is_capped() -> None:

@@ -47,7 +47,7 @@ def test_state_round_trip() -> None:
 
 def test_classification_meter_multiclass() -> None:
     m = ClassificationMeter()
-    assert m.binary is False
+    assert m.binary is False and m.names == ("loss", "correct")
     m.update(torch.tensor([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), torch.tensor([1, 1, 2]),
              torch.tensor(0.3))
     m.update(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[2]]), torch.tensor(1.1))
