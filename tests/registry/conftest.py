@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kiln.testing import tiny_config
+from kiln.tracking.finisher import wait_for_finisher
 from kiln.train import FitResult, Trainer
 
 # SQLAlchemy 2.x deprecates a loader option MLflow's SQL store still uses; it is raised each time
@@ -48,6 +49,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             f"tracking.register.require=['{FAILING_GATE}']", backends=("jsonl", "mlflow"),
         ), quiet=True).fit()
     for result in (baseline, wider):
+        assert wait_for_finisher(result.run_dir)  # MLflow finishes after fit() returns
         assert (result.run_dir / "logs" / "mlflow.json").is_file(), result.summary["trackers"]
         assert result.summary["trackers"]["failed"] == {}, result.summary["trackers"]
     yield Store(root, uri, baseline, wider)

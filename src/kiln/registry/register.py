@@ -86,6 +86,7 @@ def register_run(
 
     ``uri`` defaults to the tracking URI the run was logged to (``logs/mlflow.json``).
     """
+    from kiln.tracking import finisher
     from kiln.tracking.mlflow import read_link
 
     root = Path(run_dir).resolve()
@@ -98,6 +99,9 @@ def register_run(
             f"{root} ended with status {summary.get('status')!r}; only runs that ended "
             f"{' or '.join(REGISTRABLE)} can be registered"
         )
+    # The run's MLflow finisher may still be at work (even writing logs/mlflow.json): wait for it,
+    # or take over from it past FINISH_WAIT, before reading anything it writes.
+    finisher.acquire(root / "logs", FINISH_WAIT, take_over=True).release()
     link = read_link(root / "logs")
     if link is None:
         raise RegistryError(
@@ -132,15 +136,13 @@ def register_run(
 
 
 def _settle(client: MlflowClient, run_id: str, root: Path, own_store: bool) -> None:
-    """Wait for (or take over from) the run's MLflow finisher; then, in the store the run was
-    logged to, send what is missing (``kiln sync``) when the model is not there complete."""
+    """In the store the run was logged to, send what is missing (``kiln sync``) when the model is
+    not there complete (its finisher failed or was stopped, or the server was down)."""
     from mlflow.exceptions import MlflowException
 
-    from kiln.tracking import finisher
     from kiln.tracking.mlflow import MODEL_TAG
     from kiln.tracking.sync import sync_run
 
-    finisher.acquire(root / "logs", FINISH_WAIT, take_over=True).release()
     if not own_store or not (root / "models" / "model.json").is_file():
         return
     try:
