@@ -264,3 +264,18 @@ def test_to_yaml_keeps_section_order_and_loads_back(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
     assert load_config(path) == cfg
+
+
+def test_a_yaml_error_without_a_position(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.yaml"
+    path.write_bytes(b"run:\n  name: a\x01b\n")
+    assert _error(read_yaml, path) == (
+        f"YAML error in {path}: unacceptable character #x0001: special characters are not allowed\n"
+        '  in "<unicode string>", position 14'
+    )
+
+
+def test_a_near_miss_at_the_top_level_has_no_dot_prefix() -> None:
+    assert _error(load_config, None, ["trainig.lr=1"]).endswith(
+        f"  - trainig: unknown key. Did you mean 'training'? Allowed here: {TOP_KEYS}"
+    )

@@ -184,3 +184,30 @@ def test_pixel_limit_is_checked_before_decoding_and_inclusive() -> None:
     )
     ok = Preprocessor(GRID, 1).from_image(_png("1", (4096, 4096), 0), "image/png")
     assert ok.shape == (1, 1, 2, 2)
+
+
+def test_no_stats_leave_values_as_sent() -> None:
+    plain = DataSpec(name="p", task="regression", input_shape=(3,), num_classes=1)
+    assert Preprocessor(plain, 1).from_json(b'{"instances": [[1.5, -2, 0]]}').tolist() == [[1.5, -2.0, 0.0]]
+    grid = DataSpec(name="g", task="classification", input_shape=(1, 2, 2), num_classes=2)
+    assert Preprocessor(grid, 1).from_json(b'{"instances": [[1, 2, 3, 4]]}').ravel().tolist() == [1, 2, 3, 4]
+
+
+def test_a_flat_instance_of_the_wrong_size_is_a_422_for_an_image_model() -> None:
+    err = _refused(Preprocessor(GRID, 1).from_json, b'{"instances": [[1, 2, 3]]}')
+    assert (err.status, str(err)) == (422, f"instances have shape [3], expected [1, 2, 2]: {EXPECT_GRID}")
+
+
+def test_non_square_models_name_width_by_height_and_resize_bilinear() -> None:
+    wide = DataSpec(name="w", task="classification", input_shape=(1, 2, 3), num_classes=2)
+    err = _refused(Preprocessor(wide, 1).from_image, _png("1", (4097, 4096), 0), "image/png")
+    assert str(err).endswith("(the model takes 3x2)")
+    image = Image.new("L", (5, 4))
+    image.putdata([(i * 37) % 256 for i in range(20)])
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    got = Preprocessor(wide, 1).from_image(out.getvalue(), "image/png")
+    want = np.asarray(image.resize((3, 2), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
+    assert got.shape == (1, 1, 2, 3)
+    assert np.allclose(got[0, 0], want, rtol=0, atol=1e-7)
+    assert not np.allclose(want, np.asarray(image.resize((3, 2), Image.Resampling.BICUBIC)) / 255.0)

@@ -19,9 +19,11 @@ class Echo:
     def __init__(self, respond_first: bool = False) -> None:
         self.calls = 0
         self.respond_first = respond_first
+        self.scopes: list[Any] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.calls += 1
+        self.scopes.append(scope)
         if self.respond_first:
             await send({"type": "http.response.start", "status": 200, "headers": []})
         size = 0
@@ -82,8 +84,10 @@ def test_declared_length_over_the_limit_is_refused_unread() -> None:
 
 
 def test_exactly_the_limit_passes() -> None:
-    sent = _call(BodyLimitMiddleware(Echo(), 10), [b"x" * 4, b"y" * 6], [(b"content-length", b"10")])
+    app = Echo()
+    sent = _call(BodyLimitMiddleware(app, 10), [b"x" * 4, b"y" * 6], [(b"content-length", b"10")])
     assert [m.get("status") for m in sent[:2]] == [200, None] and sent[1]["body"] == b"10"
+    assert app.scopes[0]["type"] == "http" and app.scopes[0]["headers"] == [(b"content-length", b"10")]
 
 
 def test_an_undeclared_stream_is_cut_when_it_passes_the_limit() -> None:
@@ -109,7 +113,7 @@ def test_after_the_response_started_the_error_propagates() -> None:
 def test_non_http_scopes_pass_through() -> None:
     app = Echo()
     sent = _call(BodyLimitMiddleware(app, 1), [b"abcdef"], [(b"content-length", b"6")], kind="websocket")
-    assert app.calls == 1 and sent[1]["body"] == b"6"
+    assert app.calls == 1 and sent[1]["body"] == b"6" and app.scopes[0]["type"] == "websocket"
 
 
 def test_content_length() -> None:

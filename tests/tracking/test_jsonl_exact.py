@@ -70,6 +70,8 @@ def test_non_finite_and_odd_values(tmp_path: Path) -> None:
         "nan": None, "big": 2**70, "t": "tensor(2.)", "k": {"1": [2.5]},
     }
     assert {k: got[1][k] for k in ("inf", "n", "f")} == {"inf": None, "n": 3, "f": 1.5}
+    slow = (tmp_path / "e.jsonl").read_bytes().splitlines()[0]
+    assert b'"t":"tensor(2.)","k":{"1":[2.5]}}' in slow  # compact, like orjson's lines
 
 
 def test_clean() -> None:
