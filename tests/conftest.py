@@ -1,5 +1,6 @@
-"""Shared fixtures: a clean environment for subprocesses, a helper to run the CLI, and one tiny
-trained run shared by the eval, gate and export tests."""
+"""Shared fixtures: a clean environment for subprocesses, a helper to run the CLI, one tiny
+trained run shared by the eval, gate and export tests, and ``require_tool``: the one way a test
+skips for something missing from the machine, which CI turns into a failure."""
 
 from __future__ import annotations
 
@@ -7,11 +8,38 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+MISSING_TOOL = "missing tool: "
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(available: bool, what: str) -> None:
+    """Skip the test unless ``available``: ``what`` names the missing server, program or privilege
+    and how to get it. Under CI=true the skip is a failure (``pytest_runtest_makereport`` below):
+    .ci/run provides all of them, so a skip there could only hide a broken promise."""
+    if not available:
+        pytest.skip(MISSING_TOOL + what)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if in_ci() and report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        if reason.startswith(MISSING_TOOL):
+            report.outcome = "failed"
+            report.longrepr = (f"{reason}\nCI=true: no test may skip for a missing tool; .ci/run "
+                               "installs and starts everything the suite needs")
+    return report
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import pytest
 
 from kiln.cli.main import main
 from kiln.eval.report import build_report
+from tests.conftest import require_tool
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -34,8 +35,8 @@ def test_report_without_eval_shows_only_what_exists(run_dir: Path) -> None:
     assert not (run_dir / "eval").exists()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless rendering needs /usr/bin/chromium, which is not installed")
 def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    require_tool(CHROMIUM.exists(), f"headless rendering needs {CHROMIUM}: apt-get install chromium")
     path = build_report(run_dir)
     shot = tmp_path / "report.png"
     result = subprocess.run(
