@@ -1,8 +1,8 @@
 """The team setup, for real: an ``mlflow server`` on a PostgreSQL backend store with a shared
 artifact root, and two kiln runs logging into it at the same time (as two machines would).
 
-Runs when PostgreSQL answers on 127.0.0.1:5432 (or KILN_TEST_POSTGRES_URL); skipped otherwise.
-A fresh database is created for the test and dropped after it.
+PostgreSQL is the server at KILN_TEST_POSTGRES_URL (by default 127.0.0.1:5432, which .ci/run
+starts); a fresh database is created for the test and dropped after it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,35 +19,16 @@ import pytest
 from kiln.sweep.study import with_driver
 from tests.conftest import ROOT
 from tests.distributed.conftest import env_for, overrides
+from tests.postgres import fresh_database
 from tests.tracking.conftest import MlflowServer
-
-ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
 def team_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database (its URL); dropped afterwards."""
-    try:
-        import psycopg2
-    except ImportError:
-        pytest.skip("psycopg2 is not installed: pip install 'kiln-ml[sweep]'")
-    try:
-        admin = psycopg2.connect(ADMIN_URL, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL} ({str(exc).strip()}); "
-                    "start one or set KILN_TEST_POSTGRES_URL to run the team test")
-    admin.autocommit = True
-    name = f"kiln_team_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    """A new, empty PostgreSQL database (its URL, naming the driver); dropped afterwards."""
+    with fresh_database("kiln_team") as url:
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; name the installed driver.
-        yield with_driver(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+        yield with_driver(url)
 
 
 class PostgresMlflowServer(MlflowServer):

@@ -1,4 +1,4 @@
-"""Helpers for sweep tests: a tiny base config, sweep files, the study, and PostgreSQL when present."""
+"""Helpers for sweep tests: a tiny base config, sweep files, the study, and a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ import yaml
 from kiln.sweep.study import with_driver
 from kiln.testing.tiny import TINY_OVERRIDES
 from tests.conftest import ROOT
+from tests.postgres import fresh_database
 
-# A server on this machine is used when it answers; KILN_TEST_POSTGRES_URL points elsewhere.
-POSTGRES_URL = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 FAST_HEARTBEAT = {"interval": 1, "grace_period": 3}
 
 
@@ -97,25 +96,13 @@ def grid_points(trials: list[Any]) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def postgres_url() -> str:
-    """The PostgreSQL server's URL, or a skip that says why it cannot be used."""
-    try:
-        import psycopg2
-    except ImportError:
-        pytest.skip("psycopg2 is not installed: pip install 'kiln-ml[sweep]'")
-    try:
-        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server reachable at {POSTGRES_URL}: {str(exc).strip().splitlines()[0]}")
-    return POSTGRES_URL
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database of this test's own (its URL), dropped afterwards."""
+    with fresh_database("kiln_sweep") as url:
+        yield url
 
 
 @pytest.fixture
-def pg_study(postgres_url: str) -> Iterator[str]:
-    """A study name of its own on the server, deleted afterwards."""
-    import optuna
-
-    name = f"kiln-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    with contextlib.suppress(KeyError):  # the test failed before creating it
-        optuna.delete_study(study_name=name, storage=with_driver(postgres_url))
+def pg_study() -> str:
+    """A study name of its own (the database it lives in is dropped afterwards)."""
+    return f"kiln-test-{uuid.uuid4().hex[:12]}"
