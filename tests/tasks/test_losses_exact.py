@@ -91,9 +91,15 @@ def test_focal_loss_uses_the_class_weights() -> None:
     loss = build_loss(CLS, LossConfig(name="focal", class_weights=[1.0, 3.0, 0.5], focal_gamma=1.5))
     assert isinstance(loss, FocalLoss)
     assert (loss.gamma, loss.binary, loss.weight.tolist()) == (1.5, False, [1.0, 3.0, 0.5])
-    ce = _ce(LOGITS, LABELS) * torch.tensor([1.0, 3.0, 0.5])
-    want = ((1 - torch.exp(-ce)) ** 1.5 * ce).mean()
+    ce = _ce(LOGITS, LABELS)
+    alpha = torch.tensor([1.0, 3.0, 0.5])[LABELS]
+    # p_t is the true class's probability, whatever its weight; the weights make a weighted mean
+    want = (alpha * (1 - torch.exp(-ce)) ** 1.5 * ce).sum() / alpha.sum()
     assert loss(LOGITS, LABELS).item() == pytest.approx(want.item(), rel=1e-6)
+    # with gamma 0 it is exactly the weighted cross-entropy torch computes
+    plain = FocalLoss(0.0, weight=torch.tensor([1.0, 3.0, 0.5]))(LOGITS, LABELS)
+    weighted_ce = F.cross_entropy(LOGITS, LABELS, weight=torch.tensor([1.0, 3.0, 0.5]))
+    assert plain.item() == pytest.approx(weighted_ce.item(), rel=1e-6)
 
 
 def test_binary_focal_loss() -> None:
@@ -200,6 +206,7 @@ def test_language_modeling_loss_is_token_level_with_smoothing() -> None:
 
 def test_language_modeling_meter_weights_by_tokens() -> None:
     m = LanguageModelingMeter()
+    assert m.names == ("loss", "correct", "tokens")
     nan = m.compute()
     assert list(nan) == ["loss", "perplexity", "accuracy"] and all(math.isnan(v) for v in nan.values())
     logits = torch.zeros(1, 2, 3)
@@ -226,3 +233,10 @@ def test_language_modeling_perplexity_is_capped() -> None:
     m.update(torch.zeros(1, 1, 3), torch.tensor([[0]]), torch.tensor(800.0))
     got = m.compute()
     assert got["loss"] == 800.0 and got["perplexity"] == math.exp(700.0)
+
+
+def test_regression_with_several_outputs() -> None:
+    spec = DataSpec(name="two", task="regression", input_shape=(2,), num_classes=1)
+    outputs = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    targets = torch.tensor([[1.0, 0.0], [3.0, 1.0]])
+    assert SupervisedTask(spec, LossConfig()).loss(outputs, targets).item() == pytest.approx((4 + 16) / 4)

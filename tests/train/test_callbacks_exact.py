@@ -445,3 +445,25 @@ def test_sample_step() -> None:
     assert _sample_step('{"text": "no step"}') == math.inf
     assert _sample_step('{"step": 4') == math.inf
     assert _sample_step("[1]") == math.inf
+
+
+def test_monitor_epoch_defaults_to_zero() -> None:
+    m = Monitor("x", "max")
+    m.update({"x": 1.0})
+    assert m.best_epoch == 0
+
+
+def test_early_stopping_uses_min_delta(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    cb = EarlyStopping(EarlyStoppingConfig(patience=1, min_delta=0.5))
+    assert cb.monitor.min_delta == 0.5
+    _epoch(cb, state, 0, 1.0)
+    _epoch(cb, state, 1, 0.6)  # better, but by less than min_delta
+    assert state.stop_requested
+
+
+def test_progress_bar_stopped_before_it_started() -> None:
+    bar = ProgressBar(Console(file=io.StringIO()))
+    assert bar.progress is None and bar.task is None
+    bar.on_exception(None)  # type: ignore[arg-type]  # a fit that failed before fit_start
+    assert bar.progress is None
