@@ -36,9 +36,16 @@ class FocalLoss(nn.Module):
             targets = targets.reshape(outputs.shape).to(outputs.dtype)
             ce = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none")
         else:
-            ce = F.cross_entropy(outputs, targets, weight=self.weight, reduction="none")
-        p_t = torch.exp(-ce)
-        return ((1 - p_t) ** self.gamma * ce).mean()
+            ce = F.cross_entropy(outputs, targets, reduction="none")
+        # p_t is the model's probability of the true class, so it comes from the unweighted
+        # cross-entropy: exp(-w * ce) would be p_t ** w and skew the focusing term.
+        focal = (1 - torch.exp(-ce)) ** self.gamma * ce
+        if self.weight is None or self.binary:
+            return focal.mean()
+        # Class weights as cross_entropy applies them: a weighted mean, so gamma=0 is exactly
+        # F.cross_entropy(weight=...).
+        alpha = self.weight[targets]
+        return (alpha * focal).sum() / alpha.sum()
 
 
 class SupervisedTask:
