@@ -68,3 +68,16 @@ def test_workers_that_fail_to_start_end_the_supervisor_with_exit_1(tmp_path: Pat
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "no model to serve" in result.stderr
+
+
+def test_a_port_already_taken_is_exit_1_naming_the_port_and_the_fix(trained_run: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_cli("serve", str(trained_run), "--backend", "torch", "--port", port,
+                         timeout=120)
+    assert_refused(result, f"cannot listen on 127.0.0.1:{port}", "--port 0 for a free one",
+                   "Address already in use")

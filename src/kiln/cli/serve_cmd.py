@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
                                        "or an export file (models/model.onnx)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
                                                             "this machine only; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 for a free one, named in the 'serving ... on' line)")
     parser.add_argument("--backend", choices=["onnx", "torch"],
                         help="onnx: ONNX Runtime (default); torch: the eager PyTorch model")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")

@@ -70,7 +70,7 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     )
     # Bound before the line below, so that it names the port in use: with --port 0 the kernel
     # picks a free one, and a script reads it there instead of guessing one another may take.
-    with config.bind_socket() as sock:
+    with _bound_socket(config, options) as sock:
         print(f"serving {source.name} (version {source.version}, {source.backend}) on "
               f"http://{options.host}:{sock.getsockname()[1]}  docs: /docs  metrics: /metrics",
               flush=True)
@@ -83,6 +83,24 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     if server.started is False and not server.received:
         return 1  # startup failed (the port is taken, the app raised); uvicorn logged why
     return 130 if signal.SIGINT in server.received else 0
+
+
+@contextlib.contextmanager
+def _bound_socket(config: Any, options: ServeOptions) -> Iterator[Any]:
+    """uvicorn's bound socket; a port that is taken or not allowed is a ServeError (exit 1)
+    instead of uvicorn's ``sys.exit(3)``, which it raises after logging the OS error."""
+    from kiln.errors import ServeError
+
+    try:
+        sock = config.bind_socket()
+    except SystemExit as exc:
+        raise ServeError(
+            f"cannot listen on {options.host}:{options.port} (the OS error is logged above); "
+            "the port is taken or not allowed: choose another with --port, or --port 0 for a "
+            "free one (the line 'serving ... on' names it)"
+        ) from exc
+    with sock:
+        yield sock
 
 
 def _server_class() -> type:
