@@ -31,10 +31,11 @@ bench: $(STAMP)
 
 # Mutation testing of the core, by hand (slow on 2 cores; CI does not run it). The mutated files and
 # the fast unit tests run against them are set in pyproject's [tool.mutmut]; one process, niced.
-# `make mutation AREA=config` (or tasks, export.parity, ...) mutates one area; scores in docs/testing.md.
+# `make mutation AREA=config` (or tasks, export.parity, ...) reruns one area's mutants, plain `make mutation`
+# all of them, against the tests as they are now; scores and survivors are in docs/testing.md.
 mutation: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt mutmut
-	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 1 $(if $(AREA),'kiln.$(AREA)*')
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 1 'kiln.$(AREA)*'
 	$(BIN)/python mutation/score.py
 
 clean:

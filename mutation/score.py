@@ -20,7 +20,8 @@ AREAS = {
     "train/callbacks": ("kiln.train.callbacks.",),
     "export/parity.py, tolerance.py": ("kiln.export.parity.", "kiln.export.tolerance."),
     "serve/inputs.py, limits.py": ("kiln.serve.inputs.", "kiln.serve.limits."),
-    "tracking/jsonl.py, sync.py": ("kiln.tracking.jsonl.", "kiln.tracking.sync."),
+    "tracking/jsonl.py": ("kiln.tracking.jsonl.",),
+    "tracking/sync.py": ("kiln.tracking.sync.",),
 }
 KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # failed test, pytest internal error, timeouts, type check
 TARGET = 85.0
