@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,12 @@ class MlflowTracker:
             raise MissingExtraError("mlflow", "mlflow") from None
         self.logs_dir = logs_dir
         self._lock = finisher.acquire(logs_dir, lock_wait, take_over=True)
+        self.uri = uri
         try:
-            self._open(MlflowClient, uri, experiment, run_name, tags, artifact_root, will_log_model)
-        except BaseException:
-            self._lock.release()
+            with _store_lock(uri):
+                self._open(MlflowClient, uri, experiment, run_name, tags, artifact_root, will_log_model)
+        except BaseException as exc:
+            self.give_up(f"{type(exc).__name__}: {exc}")  # a detached worker has no one else to tell
             raise
 
     def _open(
@@ -260,6 +262,23 @@ class MlflowTracker:
         """Called by the worker when a call failed or time ran out: say so in the run dir."""
         finisher.record_outcome(self.logs_dir, {"ok": False, "error": f"{self.uri}: {error}"})
         self._lock.release()
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store (MLflow creates and migrates its tables on first
+    use, and two processes doing so at once fail): runs whose finishers overlap, a sweep's trials,
+    ``kiln sync`` beside a finisher."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with (database.parent / f".{database.name}.kiln-open.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # held for the seconds a first open takes, at most
+        yield
 
 
 def batch_example(example: Any) -> Any:

@@ -11,6 +11,7 @@ server. The worker runs in its own session, so Ctrl-C in the terminal reaches on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -31,8 +32,18 @@ _DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def _keep(process: subprocess.Popen[bytes]) -> None:
+    if not _DETACHED:
+        atexit.register(_leave_running)
     _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
     _DETACHED.append(process)
+
+
+def _leave_running() -> None:
+    """At exit, tell each finisher's Popen that its child is left running on purpose, so it does
+    not warn "subprocess ... is still running" (the child finishes on its own)."""
+    for process in _DETACHED:
+        if process.poll() is None:
+            process.returncode = 0
 
 
 class RemoteTracker:
