@@ -1,16 +1,21 @@
-"""A real ``mlflow server`` on a free loopback port, shared by the tests of one session."""
+"""Real servers for the tracking tests: an ``mlflow server`` on a free loopback port, shared by
+the tests of one session, and a server that never answers until it is told to."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -18,6 +23,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def live_workers() -> set[int]:
+    """Pids of this process's tracker worker processes that are still running (not zombies)."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "kiln.tracking.worker" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 class MlflowServer:
@@ -75,3 +92,59 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     server.start()
     yield server
     server.stop()
+
+
+class StalledServer:
+    """A real HTTP server on a loopback socket that accepts every connection and reads every
+    request, then holds its answer until ``release()`` (a tracking server hung behind a load
+    balancer, or one with a full disk). Bound to port 0, so no other process can take the port.
+
+    ``requests`` lists what arrived (method and path), ``reached`` is set at the first one, and
+    ``answered`` counts the answers given (all after ``release``, a 503).
+    """
+
+    def __init__(self, safety: float = 300.0) -> None:
+        self.requests: list[str] = []
+        self.answered = 0
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _hold(self) -> None:
+                owner.requests.append(f"{self.command} {self.path}")
+                owner.reached.set()
+                if not owner.released.wait(safety):  # the safety only ends a forgotten server
+                    owner.release()
+                with contextlib.suppress(OSError):  # the client may have given up long ago
+                    self.send_error(503, "stalled")
+                    owner.answered += 1
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _hold
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="stalled-server", daemon=True)
+
+    def __enter__(self) -> StalledServer:
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture()
+def stalled_server() -> Iterator[StalledServer]:
+    with StalledServer() as server:
+        yield server

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from tests.tracking.conftest import live_workers
 from typing_extensions import override
 
 from kiln.testing import tiny_config
@@ -196,18 +196,6 @@ def _complete_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def _workers() -> set[int]:
-    """Pids of this process's live tracker worker processes."""
-    found = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "kiln.tracking.worker" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
-                found.add(child.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
 def test_a_tracker_that_cannot_start_is_reported_during_the_fit_and_the_fit_completes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -215,7 +203,7 @@ def test_a_tracker_that_cannot_start_is_reported_during_the_fit_and_the_fit_comp
     blocker.write_text("a file where the MLflow store's directory should be\n")
     cfg = tiny_config(tmp_path / "runs", f"tracking.uri=sqlite:///{blocker}/mlflow.db",
                       "tracking.system_metrics_interval=0.05", backends=("jsonl", "mlflow"))
-    workers_before = _workers()
+    workers_before = live_workers()
     threads_before = set(threading.enumerate())
     with caplog.at_level(logging.WARNING, "kiln.tracking"):
         result = Trainer(cfg, quiet=True, callbacks=[WaitForFailure()]).fit()
@@ -240,7 +228,7 @@ def test_a_tracker_that_cannot_start_is_reported_during_the_fit_and_the_fit_comp
     assert [r.getMessage() for r in caplog.records] == [
         f"tracking: tracker 'mlflow' failed and is disabled for this run: {reason}"
     ]
-    assert _workers() == workers_before  # the broken worker is gone, not left behind
+    assert live_workers() == workers_before  # the broken worker is gone, not left behind
     left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert left == []  # the fan-out thread and the worker's reader ended with the fit
 
