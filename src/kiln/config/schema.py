@@ -200,7 +200,9 @@ class TrackingConfig(Section):
     system_metrics: bool = True  # sample CPU/RAM (and GPU) use in the background into every tracker
     system_metrics_interval: float = Field(10.0, gt=0)  # seconds between system samples
     log_model: bool = True  # log the model to MLflow (pytorch flavor, signature, input example)
-    close_timeout: float = Field(60.0, gt=0)  # seconds to wait at exit for trackers to catch up
+    # seconds trackers get to catch up at exit; MLflow's detached finisher gets this long after
+    # the prompt returns (past it, what is left stays in events.jsonl for `kiln sync`)
+    close_timeout: float = Field(60.0, gt=0)
     register: RegisterConfig | None = None  # register the model at the end of training
     log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
     queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping
