@@ -326,3 +326,47 @@ def test_async_save_and_close(tmp_path: Path) -> None:
     manager.close()
     assert len(manager.committed()) == 2
     assert manager._executor is not None and manager._executor._shutdown
+
+
+def test_file_formats_on_disk(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    manager = CheckpointManager(tmp_path, keep_best_n=5, keep_last_n=5, mode="min")
+    path = _save(manager, 0, 1.0)
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+    assert (path / "meta.json").read_text(encoding="utf-8").startswith('{\n  "epoch": 0,\n')
+
+
+def test_a_failed_save_leaves_no_tmp_directory(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_best_n=5, keep_last_n=5, mode="min")
+    with pytest.raises(Exception) as err:
+        manager.save({"w": torch.ones(1)}, {}, {"f": lambda: 0},
+                     {"epoch": 0, "global_step": 0, "batch_in_epoch": 0})
+    assert not isinstance(err.value, CheckpointError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pickle_with_code_is_refused_naming_the_first_line(tmp_path: Path) -> None:
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("ran",))
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "trainer.pt").write_bytes(pickle.dumps({"x": Payload()}))
+    message = _err(safe_torch_load, d / "trainer.pt")
+    assert message.startswith(
+        "ck: refused to load trainer.pt: it holds objects other than tensors and plain data (a tampered or "
+        "malicious file?); nothing in it was run. Detail: Weights only load failed."
+    )
+    assert "\n" not in message
+
+
+def test_async_save_writes_the_meta(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_best_n=5, keep_last_n=5, mode="min", async_save=True)
+    path = _save(manager, 3, 0.5)
+    manager.close()
+    assert manager.load(path).meta == {"epoch": 3, "global_step": 30, "batch_in_epoch": 0, "monitor_value": 0.5}
