@@ -279,3 +279,7 @@ def test_a_near_miss_at_the_top_level_has_no_dot_prefix() -> None:
     assert _error(load_config, None, ["trainig.lr=1"]).endswith(
         f"  - trainig: unknown key. Did you mean 'training'? Allowed here: {TOP_KEYS}"
     )
+
+
+def test_a_dashed_key_and_its_value_as_the_last_two_tokens() -> None:
+    assert parse_overrides(["a.b=1", "--training.lr", "0.5"]) == [("a.b", 1), ("training.lr", 0.5)]

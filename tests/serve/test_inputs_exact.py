@@ -211,3 +211,10 @@ def test_non_square_models_name_width_by_height_and_resize_bilinear() -> None:
     assert got.shape == (1, 1, 2, 3)
     assert np.allclose(got[0, 0], want, rtol=0, atol=1e-7)
     assert not np.allclose(want, np.asarray(image.resize((3, 2), Image.Resampling.BICUBIC)) / 255.0)
+
+
+def test_per_feature_stats_of_an_image_model_take_its_shape() -> None:
+    spec = DataSpec(name="g", task="classification", input_shape=(1, 2, 2), num_classes=2,
+                    mean=(0.0, 1.0, 2.0, 3.0), std=(1.0, 1.0, 2.0, 4.0))
+    got = Preprocessor(spec, 1).from_json(b'{"instances": [[1, 1, 4, 7]]}')
+    assert got.tolist() == [[[[1.0, 0.0], [1.0, 1.0]]]]

@@ -31,8 +31,8 @@ from kiln.train.evaluate import evaluate
 from kiln.train.state import TrainState
 
 CLS = DataSpec(name="t", task="classification", input_shape=(2,), num_classes=2)
-VOCAB = tuple("abcdefghij")
-LM = DataSpec(name="chars", task="language_modeling", input_shape=(20,), num_classes=10, class_names=VOCAB)
+VOCAB = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX")  # 50 > SAMPLE_TOP_K: top-k filters
+LM = DataSpec(name="chars", task="language_modeling", input_shape=(20,), num_classes=50, class_names=VOCAB)
 
 
 def _tracker(tmp_path: Path) -> tuple[MultiTracker, Path]:
@@ -115,11 +115,12 @@ class CharModel(nn.Module):
 
 def test_language_model_logs_tokens_per_sec_and_writes_samples(tmp_path: Path) -> None:
     ids = torch.arange(40).remainder(10).reshape(2, 20)
+    ids[1] = ids[1].flip(0)  # the prompt comes from the first window, not the second
     loader = DataLoader(TensorDataset(ids, ids.roll(-1, dims=1)), batch_size=2)
     model = CharModel()
     task = build_task(LM, LossConfig())
     tracker, path = _tracker(tmp_path)
-    samples = tmp_path / "logs" / "samples.jsonl"
+    samples = tmp_path / "run" / "logs" / "samples.jsonl"  # parents created
     cb = StepEvaluation(2, 1, loader, task, torch.device("cpu"), "fp32", tracker, samples)
     assert cb.samples == samples
     state = _state(tmp_path, model, LM)
