@@ -17,6 +17,7 @@ import pytest
 import torch
 from tests.conftest import run_cli
 from tests.tracking.conftest import MlflowServer, StalledServer, free_port, live_workers
+from tests.tracking.plain_mlflow import assert_plain_mlflow_predicts_any_batch
 from typing_extensions import override
 
 import kiln
@@ -270,11 +271,15 @@ def test_server_outage_mid_run_then_sync_restores_exactly_the_events(tmp_path: P
         server.start()  # back again: sync fills the gap
         first = run_cli("sync", str(run_dir))
         assert first.returncode == 0, first.stderr
+        assert "model logged" in first.stdout, first.stdout  # the run's end never reached MLflow
         client, run_id = client_for(run_dir)
         assert mlflow_metrics(client, run_id) == epoch_metrics(run_dir)
         second = run_cli("sync", str(run_dir))
         assert second.returncode == 0 and ": 0 metric values sent" in second.stdout
         assert mlflow_metrics(client, run_id) == epoch_metrics(run_dir)
+        # the model kiln sync logged takes any batch in a plain MLflow client (issue 17)
+        assert_plain_mlflow_predicts_any_batch(server.uri, {"synced": f"runs:/{run_id}/model"},
+                                               {"synced": run_dir}, tmp_path)
     finally:
         server.stop()
 

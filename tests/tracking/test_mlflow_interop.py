@@ -6,20 +6,14 @@ dead server that costs a run one line of output instead of a minute and a traceb
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 from tests.conftest import run_cli
 from tests.tracking.conftest import MlflowServer, free_port
+from tests.tracking.plain_mlflow import assert_plain_mlflow_predicts_any_batch
 
-import kiln
 from kiln.tracking import read_events
 from kiln.tracking.finisher import holder, wait_for_finisher
 
@@ -34,47 +28,6 @@ def _link(run_dir: Path) -> dict[str, Any]:
 def _only_run(output: Path) -> Path:
     (run_dir,) = [p for p in output.iterdir() if p.is_dir() and (p / "config.yaml").is_file()]
     return run_dir
-
-
-def _predict_with_plain_mlflow(uri: str, models: dict[str, str], tmp_path: Path) -> dict[str, Any]:
-    """In a process without kiln: load each model with mlflow.pyfunc and predict batches of 1 and 7,
-    as a shaped array (n, 1, 8, 8) and in the flat form a tensor signature allows (a one-column
-    DataFrame of flattened rows). Returns {name: {form: predictions}} or {name: error}."""
-    inputs = np.random.default_rng(0).normal(size=(7, 1, 8, 8)).astype(np.float32)
-    np.save(tmp_path / "inputs.npy", inputs)
-    script = textwrap.dedent(f"""
-        import json, sys
-        import numpy as np, pandas as pd
-        import mlflow
-        mlflow.set_tracking_uri({uri!r})
-        x = np.load({str(tmp_path / 'inputs.npy')!r})
-        out = {{}}
-        for name, model_uri in {models!r}.items():
-            try:
-                model = mlflow.pyfunc.load_model(model_uri)
-                got = {{}}
-                for n in (1, 7):
-                    got[f"shaped{{n}}"] = np.asarray(model.predict(x[:n])).tolist()
-                    flat = pd.DataFrame({{"x": [row.ravel().tolist() for row in x[:n]]}})
-                    got[f"flat{{n}}"] = np.asarray(model.predict(flat)).tolist()
-                out[name] = got
-            except Exception as exc:
-                out[name] = f"{{type(exc).__name__}}: {{exc}}"[:500]
-        assert not any(m == "kiln" or m.startswith("kiln.") for m in sys.modules)
-        print(json.dumps(out))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return answer
-
-
-def _expected(run_dir: Path, n: int) -> np.ndarray:
-    inputs = np.random.default_rng(0).normal(size=(7, 1, 8, 8)).astype(np.float32)
-    with torch.no_grad():
-        out: np.ndarray = kiln.load_model(run_dir)(torch.from_numpy(inputs[:n])).numpy()
-    return out
 
 
 def test_unreachable_server_costs_one_line_and_no_traceback(tmp_path: Path) -> None:
@@ -102,23 +55,19 @@ def test_unreachable_server_costs_one_line_and_no_traceback(tmp_path: Path) -> N
 def test_every_path_that_logs_a_model_gives_one_that_takes_any_batch(
     mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
+    """Training and ``kiln registry register`` here; ``kiln sync`` after an outage is checked the
+    same way in test_mlflow.py's outage test, which already has a run whose server went away."""
     common = (f"tracking.uri={mlflow_server.uri}", "run.experiment=interop", "tracking.system_metrics=false")
-    # 1. training: the model is logged by the run's finisher after the prompt is back
+    # 1. training: the model is logged by the run's finisher after the prompt is back, and
+    # 2. kiln registry register right after kiln train, with the finisher still at work
     trained = run_cli(*TRAIN, "training.epochs=2", f"run.output_dir={tmp_path / 'trained'}", *common,
                       "tracking.backends=[jsonl,mlflow]")
     assert trained.returncode == 0, trained.stderr
     trained_dir = _only_run(tmp_path / "trained")
-    # 2. kiln registry register right after kiln train, with the finisher still at work
-    registered = run_cli(*TRAIN, "training.epochs=2", f"run.output_dir={tmp_path / 'registered'}", *common,
-                         "tracking.backends=[jsonl,mlflow]")
-    assert registered.returncode == 0, registered.stderr
-    registered_dir = _only_run(tmp_path / "registered")
-    pending = holder(registered_dir / "logs")
-    result = run_cli("registry", "register", str(registered_dir), "--name", "interop-registered")
+    pending = holder(trained_dir / "logs")
+    result = run_cli("registry", "register", str(trained_dir), "--name", "interop-registered")
     assert result.returncode == 0, result.stderr
-    # 3. kiln sync of a run whose server went away mid-run
-    synced_dir = _outage_then_sync(mlflow_server, tmp_path / "synced", common)
-    # 4. kiln registry register of a run whose model never reached MLflow: it logs it itself
+    # 3. kiln registry register of a run whose model never reached MLflow: it logs it itself
     unlogged = run_cli(*TRAIN, "training.epochs=1", f"run.output_dir={tmp_path / 'unlogged'}", *common,
                        "tracking.log_model=false", "tracking.backends=[jsonl,mlflow]")
     assert unlogged.returncode == 0, unlogged.stderr
@@ -131,53 +80,13 @@ def test_every_path_that_logs_a_model_gives_one_that_takes_any_batch(
     models = {
         "trained": f"runs:/{_link(trained_dir)['run_id']}/model",
         "registered": "models:/interop-registered/1",
-        "synced": f"runs:/{_link(synced_dir)['run_id']}/model",
         "unlogged": "models:/interop-unlogged/1",
     }
-    runs = {"trained": trained_dir, "registered": registered_dir, "synced": synced_dir, "unlogged": unlogged_dir}
-    predicted = _predict_with_plain_mlflow(mlflow_server.uri, models, tmp_path)
-    for name, run_dir in runs.items():
-        assert isinstance(predicted[name], dict), f"{name}: {predicted[name]}"
-        for n in (1, 7):
-            for form in ("shaped", "flat"):
-                np.testing.assert_allclose(np.array(predicted[name][f"{form}{n}"], dtype=np.float32),
-                                           _expected(run_dir, n), rtol=1e-5, atol=1e-6, err_msg=f"{name} {form}{n}")
+    runs = {"trained": trained_dir, "registered": trained_dir, "unlogged": unlogged_dir}
+    assert_plain_mlflow_predicts_any_batch(mlflow_server.uri, models, runs, tmp_path)
     # Say whether the register test saw the race it is about (it passes either way, but it
     # must have been run with the finisher pending on a machine like CI's at least sometimes).
     print(f"finisher pending when register ran: {pending is not None}")
-
-
-def _outage_then_sync(server: MlflowServer, output: Path, common: tuple[str, ...]) -> Path:
-    """Train while the server goes down mid-run and comes back after; then ``kiln sync``."""
-    from mlflow import MlflowClient
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kiln", *TRAIN, "training.epochs=60", f"run.output_dir={output}", *common,
-         "tracking.backends=[jsonl,mlflow]"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    client = MlflowClient(server.uri)
-    deadline = time.monotonic() + 300
-    while True:  # poll until MLflow holds an epoch of this run: the server is in use mid-run
-        assert process.poll() is None and time.monotonic() < deadline, "training did not get going"
-        links = list(output.glob("*/logs/mlflow.json"))
-        if links and "val_loss" in client.get_run(json.loads(links[0].read_text())["run_id"]).data.metrics:
-            break
-        time.sleep(0.1)
-    server.stop()
-    try:
-        assert process.poll() is None, "the run ended before the outage: it needs more epochs"
-        _, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr
-        assert "Traceback" not in stderr and server.uri in stderr, stderr
-    finally:
-        server.start()
-    run_dir = _only_run(output)
-    assert wait_for_finisher(run_dir)  # the worker stopped at the outage and let go of the run
-    synced = run_cli("sync", str(run_dir))
-    assert synced.returncode == 0, synced.stderr
-    assert "model logged" in synced.stdout, synced.stdout
-    return run_dir
 
 
 def test_ui_columns_dataset_source_and_training_view(mlflow_server: MlflowServer, tmp_path: Path) -> None:
