@@ -300,6 +300,8 @@ def test_safe_torch_load_errors(tmp_path: Path) -> None:
     assert _err(safe_torch_load, d / "list.pt") == "ck: list.pt does not hold a mapping"
     (d / "junk.pt").write_bytes(b"PK\x03\x04xx")  # a torn zip: RuntimeError inside torch
     assert _err(safe_torch_load, d / "junk.pt").startswith("ck: junk.pt is unreadable (PytorchStreamReader")
+    (d / "garbage.pt").write_bytes(b"junk")  # struct.error inside torch's legacy reader
+    assert _err(safe_torch_load, d / "garbage.pt").startswith("ck: garbage.pt is unreadable (")
     (d / "empty.pt").write_bytes(b"")
     assert _err(safe_torch_load, d / "empty.pt") == "ck: empty.pt is unreadable ()"
     assert _err(safe_torch_load, d / "none.pt").startswith("ck: none.pt is unreadable (")

@@ -82,6 +82,17 @@ def test_clean() -> None:
     assert _clean({1: (2, float("nan")), "s": [True, None, "x"]}) == {"1": [2, None], "s": [True, None, "x"]}
     assert _clean(torch.tensor(1)) == "tensor(1)"
     assert _clean(Path("/a")) == "/a"
+    # numpy scalars stay numbers on the slow path too, as orjson writes them on the fast one
+    assert _clean({"f": np.float32(1.5), "n": np.int64(3), "x": np.float64("nan")}) == {"f": 1.5, "n": 3, "x": None}
+    assert type(_clean(np.int64(3))) is int
+
+
+def test_numpy_scalars_in_a_record_that_takes_the_slow_path_are_numbers(tmp_path: Path) -> None:
+    t = JsonlTracker(tmp_path / "e.jsonl")
+    t.log_event("mixed", {"t": torch.tensor(1.0), "f": np.float32(1.5), "n": np.int64(3)})
+    t.close("completed")
+    (record, *_) = _lines(tmp_path / "e.jsonl")
+    assert (record["t"], record["f"], record["n"]) == ("tensor(1.)", 1.5, 3)
 
 
 def test_everything_but_step_and_system_metrics_reaches_the_os_at_once(tmp_path: Path) -> None:

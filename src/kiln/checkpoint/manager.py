@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import pickle
+import struct
 import re
 import threading
 import warnings
@@ -243,7 +244,8 @@ def safe_torch_load(path: Path) -> dict[str, Any]:
             f"and plain data (a tampered or malicious file?); nothing in it was run. Detail: "
             f"{str(exc).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, ValueError, OSError, struct.error) as exc:
+        # struct.error: torch's legacy-format reader on a few bytes of garbage
         raise CheckpointError(f"{path.parent.name}: {path.name} is unreadable ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path.parent.name}: {path.name} does not hold a mapping")

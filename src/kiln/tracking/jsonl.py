@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from kiln.tracking.base import Scope
@@ -37,6 +38,8 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if isinstance(value, np.generic) and value.ndim == 0:  # a numpy scalar: a number, as orjson writes it
+        return _clean(value.item())
     return str(value)
 
 
