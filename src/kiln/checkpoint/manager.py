@@ -16,8 +16,8 @@ import json
 import logging
 import math
 import pickle
-import struct
 import re
+import struct
 import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
