@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kiln.sweep.study import with_driver
+from kiln.tracking.finisher import wait_for_finisher
 from tests.conftest import ROOT
 from tests.distributed.conftest import env_for, overrides
 from tests.postgres import fresh_database
@@ -69,6 +70,10 @@ def test_two_runs_log_concurrently_into_mlflow_on_postgresql(tmp_path: Path, tea
         ]
         outputs = [job.communicate(timeout=300)[0] for job in jobs]
         assert [job.returncode for job in jobs] == [0, 0], outputs
+        # Each run's MLflow run is completed by its detached finisher after the prompt (issue 17).
+        for machine in ("alice", "bob"):
+            for run_dir in (tmp_path / machine).iterdir():
+                assert wait_for_finisher(run_dir), f"{run_dir}'s MLflow finisher did not end"
 
         client = MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("team")

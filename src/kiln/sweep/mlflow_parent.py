@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.settings import default_artifact_root
 from kiln.sweep.context import SweepContext
 from kiln.sweep.study import mask
-from kiln.tracking.mlflow import read_link
+from kiln.tracking.finisher import wait_for_link
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +96,9 @@ def tag_trial(ctx: SweepContext, run_dir: Path, number: int, params: dict[str, A
     """Nest the trial's MLflow run under the parent, with the trial's values as tags."""
     if ctx.parent_run_id is None:
         return
-    link = read_link(run_dir / "logs")
+    # The trial's MLflow worker goes on after the trial (the detached finisher), and may not have
+    # created the run yet when a short trial ends: wait for the run, not for the whole finisher.
+    link = wait_for_link(run_dir / "logs")
     if link is None or link.get("tracking_uri") != ctx.tracking_uri:
         return  # MLflow was off or failed for this run (its own logs say why)
     from mlflow.entities import RunTag

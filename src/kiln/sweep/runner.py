@@ -88,6 +88,8 @@ def run_sweep(config: str | Path | None, sweep_file: str | Path, overrides: Sequ
         finish_parent(ctx, [], None, "FAILED")
         raise
     interrupted = code in (130, 143)
+    if not interrupted:
+        _wait_for_trial_finishers(study)
     report = build_report(study, ctx, plots=plots and not interrupted)
     finish_parent(ctx, list(report.files.values()), report.best, "KILLED" if interrupted else "FINISHED")
     if interrupted:
@@ -95,6 +97,18 @@ def run_sweep(config: str | Path | None, sweep_file: str | Path, overrides: Sequ
     elif report.best is None and code == 0:
         code = 1
     return SweepOutcome(ctx, code, report)
+
+
+def _wait_for_trial_finishers(study: Any) -> None:
+    """Each trial's MLflow run is completed by a detached process after the trial
+    (``kiln.tracking.finisher``): wait for them, so that MLflow holds every trial when ``kiln sweep``
+    returns, as its report does."""
+    from kiln.tracking.finisher import wait_for_finisher
+
+    for trial in study.get_trials(deepcopy=False):
+        run_dir = trial.user_attrs.get("run_dir")
+        if run_dir:
+            wait_for_finisher(run_dir)
 
 
 def open_report(target: str, storage: str | None = None, plots: bool = True) -> tuple[SweepContext, SweepReport]:

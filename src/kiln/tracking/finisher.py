@@ -149,6 +149,21 @@ def wait_for_finisher(run_dir: str | Path, timeout: float = 120.0) -> bool:
     return True
 
 
+def wait_for_link(logs_dir: Path, timeout: float = 120.0) -> dict[str, Any] | None:
+    """The run's MLflow link (``logs/mlflow.json``) once its MLflow process has created the run:
+    None when no MLflow process holds the run and none was created (MLflow off, or failed), or
+    when ``timeout`` passed first. Right after a run, its detached worker may still be opening the
+    store, so the link is not there yet."""
+    from kiln.tracking.mlflow import read_link
+
+    deadline = time.monotonic() + timeout
+    while True:
+        link = read_link(logs_dir)
+        if link is not None or holder(logs_dir) is None or time.monotonic() >= deadline:
+            return link if link is not None else read_link(logs_dir)
+        time.sleep(POLL)
+
+
 def record_outcome(logs_dir: Path, data: dict[str, Any]) -> None:
     """How the last finisher ended (``{"ok": true}`` or the error): ``kiln runs`` shows it."""
     tmp = logs_dir / (OUTCOME_FILE + ".tmp")
