@@ -123,11 +123,17 @@ class RemoteTracker:
         close_timeout), so that no child process or open pipe outlives the failed tracker."""
         with contextlib.suppress(OSError):
             self._stdin.close()
+        self._wait_or_kill()
+
+    def _wait_or_kill(self) -> bool:
+        """Wait up to close_timeout for the worker to exit; past it, kill it. True when killed."""
         try:
             self.process.wait(timeout=self.close_timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return True
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._send("log_params", dict(params))
@@ -161,11 +167,7 @@ class RemoteTracker:
             if self._error is not None:
                 raise TrackingError(self._error)
             return
-        try:
-            self.process.wait(timeout=self.close_timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self._wait_or_kill():
             raise TrackingError(
                 f"{self.name} did not finish within {self.close_timeout:.0f} s and was stopped; "
                 "`kiln sync RUN_DIR` sends what it missed"
