@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kiln._lazy import lazy_exports
-
-__version__ = "0.1.0"
+from kiln._version import __version__
 
 if TYPE_CHECKING:
     from kiln.config import KilnConfig, load_config
     from kiln.data import DataBundle, DataSpec
     from kiln.errors import ConfigError, KilnError
-    from kiln.models.package import load_model
+    from kiln.registry.load import load_model
     from kiln.train import Callback, Event, FitResult, Trainer, TrainState
 
 _PUBLIC = {
@@ -26,7 +25,7 @@ _PUBLIC = {
     "DataSpec": "kiln.data",
     "ConfigError": "kiln.errors",
     "KilnError": "kiln.errors",
-    "load_model": "kiln.models.package",
+    "load_model": "kiln.registry.load",
     "Callback": "kiln.train",
     "Event": "kiln.train",
     "FitResult": "kiln.train",

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kiln.runs.environment import KERNEL_ISA, git_info, parse_cpuinfo
+from kiln.runs.environment import KERNEL_ISA, git_info, parse_cpuinfo, run_tags
 from kiln.runs.layout import RunPaths
 from kiln.testing import tiny_config
 from kiln.train import Trainer
-from kiln.train.setup import run_tags
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -106,7 +106,7 @@ def export_run(path: str | Path, options: ExportOptions | None = None) -> Export
     """Export the model of a run directory (or ``models:/`` URI) as ``options`` say."""
     from kiln.export.publish import log_to_mlflow
     from kiln.export.samples import held_out_inputs, random_inputs
-    from kiln.models.package import load_package, resolve_package_dir
+    from kiln.registry.load import load_package, resolve_package_dir
 
     options = options or ExportOptions()
     _validate(options)

@@ -81,7 +81,7 @@ def sample_from_package(
     top_k: int | None = 40, seed: int = 1,
 ) -> str:
     """Load a run's model package (run dir, ``models/`` or ``models:/`` URI) and sample from it."""
-    from kiln.models.package import load_package
+    from kiln.registry.load import load_package
 
     package = load_package(path)
     if package.spec.task != "language_modeling":

@@ -1,6 +1,9 @@
 """The model package in ``<run>/models/``: weights (safetensors) plus ``model.json``, enough to rebuild.
 
-``load_model(path)`` accepts a run directory, its ``models/`` directory or a ``model.json``.
+``load_package(path)`` accepts a run directory, its ``models/`` directory or a ``model.json`` on
+this machine. A registry URI (``models:/NAME@ALIAS``) is resolved a layer up, by
+``kiln.registry.load`` (what ``kiln.load_model`` is): the registry reads packages, so a package
+cannot read the registry.
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ def save_model_package(
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns model.json's path."""
     from safetensors.torch import save_file
 
-    from kiln import __version__
+    from kiln._files import write_json
+    from kiln._version import __version__
     from kiln.models.build import count_parameters
-    from kiln.runs.layout import write_json
 
     directory.mkdir(parents=True, exist_ok=True)
     # a copy per tensor: tied weights (one tensor under two names) are refused by safetensors
@@ -62,13 +65,12 @@ def save_model_package(
 
 
 def resolve_package_dir(path: str | Path) -> Path:
-    """The ``models/`` directory for a run dir, models dir, model.json path or a registry URI
-    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``: see kiln.registry.resolve)."""
-    text = str(path)
-    if text.startswith("models:/"):
-        from kiln.registry.resolve import resolve_model_uri
-
-        return resolve_model_uri(text).package_dir
+    """The ``models/`` directory for a run dir, models dir or model.json path on this machine."""
+    if str(path).startswith("models:/"):
+        raise ModelError(
+            f"{path} is a registry URI, and kiln.models.package reads local packages only: "
+            "load it with kiln.load_model or kiln.registry.load.load_package"
+        )
     p = Path(path)
     for candidate in (p / "models", p, p.parent):
         if (candidate / META).is_file():
@@ -120,11 +122,3 @@ def load_package(path: str | Path, model: nn.Module | None = None) -> ModelPacka
         raise ModelError(f"weights in {directory / WEIGHTS} do not fit the model: {exc}") from None
     model.eval()
     return ModelPackage(model, spec, meta)
-
-
-def load_model(path: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """A ready ``nn.Module`` (eval mode) from a run directory or model package.
-
-    >>> model = load_model("runs/digits_mlp_20261123_101500")  # doctest: +SKIP
-    """
-    return load_package(path, model).model

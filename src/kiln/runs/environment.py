@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiln.runs.layout import RunPaths
+
 
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
     """Commit and dirty flag of the repository holding ``cwd``, or ``{}`` outside a repository."""
@@ -102,7 +104,7 @@ def hardware() -> dict[str, Any]:
 def capture_environment(seed: int, device: str) -> dict[str, Any]:
     import torch
 
-    from kiln import __version__
+    from kiln._version import __version__
 
     return {
         "kiln_version": __version__,
@@ -126,3 +128,19 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return ""
+
+
+def run_tags(environment: dict[str, Any], paths: RunPaths) -> dict[str, str]:
+    """Tags that tie a tracked run to its code, config, data and machine."""
+    git = environment.get("git", {})
+    tags = {
+        "kiln.version": str(environment["kiln_version"]),
+        "kiln.config_hash": str(environment["config_hash"]),
+        "kiln.data_fingerprint": str(environment["data_fingerprint"]),
+        "kiln.host": str(environment["hostname"]),
+        "kiln.run_dir": str(paths.root.resolve()),
+    }
+    if git:
+        tags.update({"kiln.git_commit": str(git["commit"]), "kiln.git_dirty": str(git["dirty"]).lower(),
+                     "mlflow.source.git.commit": str(git["commit"])})
+    return tags

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+# The run's JSON and text files are written atomically by these (kept at the bottom of the layers,
+# where kiln.models.package can reach them too); re-exported here, beside the paths they write.
+from kiln._files import read_json as read_json
+from kiln._files import write_json as write_json
+from kiln._files import write_text as write_text
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -72,34 +75,3 @@ def create_run_dir(output_dir: Path, name: str, now: datetime | None = None) -> 
         paths.models.mkdir()
         return paths
     raise FileExistsError(f"could not find a free run directory name for {base!r} in {output_dir}")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` when the file is missing, unreadable or not an object
-    (for optional records such as eval metrics or exports.json)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write text atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -34,8 +34,8 @@ def sync_run(run_dir: str | Path, uri: str | None = None, wait: float = 60.0) ->
     ``wait``: seconds to let a finisher still at work end on its own before taking over from it.
     """
     from kiln.config import load_config
+    from kiln.runs.environment import run_tags
     from kiln.settings import default_artifact_root, tracking_uri
-    from kiln.train.setup import run_tags
 
     paths = RunPaths(Path(run_dir))
     if not paths.events.is_file() or not paths.config.is_file():

@@ -20,7 +20,7 @@ from kiln.config.schema import KilnConfig
 from kiln.data.fingerprint import fingerprint
 from kiln.data.spec import DataBundle, DataSpec
 from kiln.distributed import batch_plan, world
-from kiln.runs.environment import capture_environment
+from kiln.runs.environment import capture_environment, run_tags
 from kiln.runs.layout import RunPaths, create_run_dir, read_json, write_json, write_text
 from kiln.tasks import Task, build_task
 from kiln.tracking.jsonl import JsonlTracker
@@ -173,22 +173,6 @@ def build_components(
     if show_progress:
         c.callbacks.append(ProgressBar())
     return c
-
-
-def run_tags(environment: dict[str, Any], paths: RunPaths) -> dict[str, str]:
-    """Tags that tie a tracked run to its code, config, data and machine."""
-    git = environment.get("git", {})
-    tags = {
-        "kiln.version": str(environment["kiln_version"]),
-        "kiln.config_hash": str(environment["config_hash"]),
-        "kiln.data_fingerprint": str(environment["data_fingerprint"]),
-        "kiln.host": str(environment["hostname"]),
-        "kiln.run_dir": str(paths.root.resolve()),
-    }
-    if git:
-        tags.update({"kiln.git_commit": str(git["commit"]), "kiln.git_dirty": str(git["dirty"]).lower(),
-                     "mlflow.source.git.commit": str(git["commit"])})
-    return tags
 
 
 def _step_evaluation(c: Components) -> Callback:

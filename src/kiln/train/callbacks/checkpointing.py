@@ -9,7 +9,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from kiln import __version__
+from kiln._version import __version__
 from kiln.checkpoint import CheckpointManager
 from kiln.config.schema import CheckpointConfig
 from kiln.train.callback import Callback
