@@ -46,6 +46,16 @@ class FileTracker:
         self._write({"call": "close", "status": status})
 
 
+class WhenTracker(FileTracker):
+    """Runs in the worker: records when it was built and at which niceness the worker runs."""
+
+    name = "when"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._write({"call": "init", "time": time.time(), "nice": os.nice(0)})
+
+
 class HangingTracker(FileTracker):
     """Runs in the worker: the call for step 2 never returns, as a tracker stuck on a server would."""
 
@@ -151,3 +161,40 @@ def test_a_worker_that_does_not_finish_within_close_timeout_is_killed(tmp_path: 
     # Step 3 and close were never handled and no exit handler ran (a SIGKILL, not an exit):
     # what a killed tracker had not stored stays in events.jsonl for `kiln sync`.
     assert [(c["call"], c["step"]) for c in _calls(out)] == [("log_metrics", 0), ("log_metrics", 1), ("log_metrics", 2)]
+
+
+@pytest.mark.usefixtures("importable_tests")
+def test_a_run_that_ends_within_start_after_builds_its_tracker_only_after_the_end(tmp_path: Path) -> None:
+    """A short run pays nothing for its tracker while it trains: the worker only collects calls,
+    builds the tracker once the parent has closed, delivers everything, at normal priority."""
+    out = tmp_path / "calls.jsonl"
+    tracker = RemoteTracker("when", "tests.tracking.test_remote:WhenTracker", (str(out),),
+                            close_timeout=60, start_after=3600)
+    for step in range(3):
+        tracker.log_metrics({"loss": 1.0 / (step + 1)}, step, "step")
+    assert tracker.collecting.wait(60), "the worker never started collecting"
+    closing = time.time()
+    tracker.close("completed")  # returns long before 3600 s: the end of the run starts the worker
+
+    calls = _calls(out)
+    assert [c["call"] for c in calls] == ["init"] + ["log_metrics"] * 3 + ["close", "atexit"]
+    assert calls[0]["time"] >= closing  # nothing was built while the "run" went on
+    assert calls[0]["nice"] == os.nice(0)  # the finisher does not crawl at low priority
+    assert [c["step"] for c in calls[1:4]] == [0, 1, 2]
+
+
+@pytest.mark.usefixtures("importable_tests")
+def test_a_run_longer_than_start_after_gets_a_live_worker_at_nice_10(tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    tracker = RemoteTracker("when", "tests.tracking.test_remote:WhenTracker", (str(out),),
+                            close_timeout=60, start_after=0.01)
+    tracker.log_metrics({"loss": 1.0}, 0, "step")
+    deadline = time.monotonic() + 60
+    while not (out.is_file() and any(c["call"] == "log_metrics" for c in _calls(out))):
+        assert tracker.process.poll() is None and time.monotonic() < deadline, "the worker never went live"
+        time.sleep(0.02)
+    tracker.close("completed")
+
+    calls = _calls(out)
+    assert [c["call"] for c in calls] == ["init", "log_metrics", "close", "atexit"]
+    assert calls[0]["nice"] == min(os.nice(0) + 10, 19)  # beside training, it yields

@@ -203,6 +203,10 @@ class TrackingConfig(Section):
     # seconds trackers get to catch up at exit; MLflow's detached finisher gets this long after
     # the prompt returns (past it, what is left stays in events.jsonl for `kiln sync`)
     close_timeout: float = Field(60.0, gt=0)
+    # seconds MLflow's worker only collects records before it imports MLflow and opens the run:
+    # a shorter run pays nothing for MLflow while it trains (all is sent after the prompt); a
+    # longer one appears in the MLflow UI this long after its start. 0: from the start.
+    mlflow_start_delay: float = Field(30.0, ge=0)
     register: RegisterConfig | None = None  # register the model at the end of training
     log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
     queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping

@@ -253,11 +253,13 @@ def build_trackers(
         check_reachable(uri)
         args = (uri, cfg.run.experiment or cfg.run.name, run_name, logs_dir, dict(tags),
                 default_artifact_root(uri), cfg.tracking.log_model, cfg.tracking.close_timeout)
-        factories["mlflow"] = functools.partial(_mlflow, uri, args, cfg.tracking.close_timeout, logs_dir)
+        factories["mlflow"] = functools.partial(
+            _mlflow, uri, args, cfg.tracking.close_timeout, logs_dir, cfg.tracking.mlflow_start_delay
+        )
     return factories
 
 
-def _mlflow(uri: str, args: tuple[Any, ...], timeout: float, logs_dir: Path) -> Tracker:
+def _mlflow(uri: str, args: tuple[Any, ...], timeout: float, logs_dir: Path, start_delay: float) -> Tracker:
     """The MLflow tracker in its worker process, which finishes on its own after the run (the
     finisher: the run's end does not wait for MLflow). A server that does not answer is found out
     here, within a second or two, instead of by the worker's first call."""
@@ -277,7 +279,8 @@ def _mlflow(uri: str, args: tuple[Any, ...], timeout: float, logs_dir: Path) -> 
         env[finisher.ENV_FD] = str(lock.fileno())
     try:
         tracker = RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout, env=env,
-                                log_path=logs_dir / "mlflow_worker.log", detach=True, pass_fds=fds)
+                                log_path=logs_dir / "mlflow_worker.log", detach=True, pass_fds=fds,
+                                start_after=start_delay)
         if lock is not None:
             lock.write_pid(tracker.process.pid)
     finally:

@@ -58,15 +58,19 @@ class RemoteTracker:
         log_path: Path | None = None,
         detach: bool = False,
         pass_fds: tuple[int, ...] = (),
+        start_after: float = 0.0,
     ) -> None:
         self.name = name
         self.close_timeout = close_timeout
         self.detach = detach
         self._error: str | None = None
         self._closed = threading.Event()
+        self.collecting = threading.Event()  # set once the worker waits out ``start_after``
         command = [sys.executable, "-m", "kiln.tracking.worker"]
         if detach:
             command += ["--deadline", str(close_timeout)]
+        if start_after > 0:
+            command += ["--start-after", str(start_after)]  # see kiln.tracking.worker
         # The worker's own output (library warnings) goes to a log file when given: a worker that
         # outlives the run must not write over the user's next prompt.
         log = log_path.open("ab") if log_path is not None else None
@@ -100,6 +104,8 @@ class RemoteTracker:
                     self._error = str(message["error"])
                 if "closed" in message:
                     self._closed.set()
+                if "collecting" in message:
+                    self.collecting.set()
 
     def _send(self, method: str, *args: Any) -> None:
         if self._error is not None:

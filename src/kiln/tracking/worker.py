@@ -1,7 +1,7 @@
 """The child process that runs a tracker for ``RemoteTracker`` (``python -m kiln.tracking.worker``).
 
 Reads pickled ``(method, args)`` calls from its parent on stdin and reports on stdout, one JSON
-object per line: ``{"ready": true}``, then ``{"error": "..."}`` if a call fails (the worker exits),
+object per line: ``{"collecting": seconds}`` with ``--start-after``, ``{"ready": true}``, then ``{"error": "..."}`` if a call fails (the worker exits),
 and ``{"closed": true}`` once ``close`` has returned.
 
 A thread takes every call off the pipe as soon as it arrives, from the start, so the parent never
@@ -10,6 +10,12 @@ without waiting at the end of a run: the worker, in its own session (no terminal
 finishes the calls it holds on its own, within ``--deadline`` seconds of the ``close`` call. A
 parent that has gone away makes its reports go nowhere, quietly: a tracking process never prints a
 traceback.
+
+With ``--start-after S`` the worker only collects calls for the first S seconds, or until the run
+ends if that comes first: a short run then pays nothing for MLflow while it trains (on 2 cores,
+importing MLflow beside torch made a 9 s run 5 s longer whatever the worker's CPU priority), and
+its finisher does everything after the prompt at normal priority. A run still going after S
+seconds gets a live worker at ``nice 10``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from typing import Any, BinaryIO, TextIO
 
 
@@ -103,20 +110,33 @@ class _Spool:
             end = self._buffer.find(b"\n")
             return self._take(len(self._buffer) if end < 0 else end + 1)
 
+    def wait_for_end(self, timeout: float) -> bool:
+        """Wait until the parent has closed the pipe (its close() call, or its death); False if
+        ``timeout`` seconds passed first."""
+        with self._ready:
+            return self._ready.wait_for(lambda: self._eof, timeout)
+
     def readinto(self, target: Any) -> int:
         data = self.read(len(target))
         target[: len(data)] = data
         return len(data)
 
 
-def serve(stdin: BinaryIO, stdout: TextIO | _Reports, deadline: float | None = None) -> tuple[int, bool]:
+def serve(
+    stdin: BinaryIO, stdout: TextIO | _Reports, deadline: float | None = None, start_after: float = 0.0
+) -> tuple[int, bool]:
     """Answer calls until ``close`` or the end of stdin: (exit code, whether the tracker stored
-    everything by the time its close() returned, its ``durable_on_close``)."""
+    everything by the time its close() returned, its ``durable_on_close``). With ``start_after``,
+    first collect calls for that many seconds or until the parent has closed the pipe."""
     from kiln.catalog import import_object
 
     reports = stdout if isinstance(stdout, _Reports) else _Reports(stdout)
     spool = _Spool(stdin)
     factory_path, args = pickle.load(spool)  # the channel is our own parent's pipe
+    if start_after > 0:
+        reports.emit({"collecting": start_after})
+    if start_after > 0 and not spool.wait_for_end(start_after):
+        _yield_to_training()  # the run goes on: from here, this process must not slow it
     try:
         tracker = import_object(factory_path, "tracker")(*args)
     except Exception as exc:
@@ -161,15 +181,35 @@ def _give_up(tracker: Any, error: str) -> None:
 
 def _watchdog(seconds: float, tracker: Any) -> None:
     """A finisher that has not finished within ``seconds`` of ``close`` stops: a hung server must
-    not keep a process around for ever. events.jsonl has what it had not sent (``kiln sync``)."""
+    not keep a process around for ever. events.jsonl has what it had not sent (``kiln sync``).
 
-    def expire() -> None:
+    Time spent waiting for a CPU does not count: on a machine busy with the next run, a finisher
+    that could not run is not a hung server (a wall-clock limit stopped such finishers in CI and
+    left their MLflow runs RUNNING)."""
+
+    def watch() -> None:
+        start, starved = time.monotonic(), _starved_seconds()
+        while True:
+            used = time.monotonic() - start - (_starved_seconds() - starved)
+            if used >= seconds:
+                break
+            time.sleep(min(1.0, seconds - used))
         _give_up(tracker, f"did not finish within {seconds:.0f} s (tracking.close_timeout)")
         os._exit(3)
 
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    threading.Thread(target=watch, name="kiln-watchdog", daemon=True).start()
+
+
+def _starved_seconds() -> float:
+    """Seconds this process's threads have spent runnable but waiting for a CPU, from Linux's
+    per-thread schedstat (second field, nanoseconds); 0 where the kernel does not say."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.scandir("/proc/self/task"):
+            with (contextlib.suppress(OSError, ValueError, IndexError),
+                  open(os.path.join(task.path, "schedstat"), encoding="ascii") as handle):
+                total += int(handle.read().split()[1])
+    return total / 1e9
 
 
 def _warm_up(tracker: Any) -> None:
@@ -181,16 +221,12 @@ def _warm_up(tracker: Any) -> None:
 
 
 def _yield_to_training() -> None:
-    """Run the whole tracking process on idle CPU only (SCHED_IDLE, Linux; threads started later
-    inherit it), else at nice 10. On 2 cores, ``nice 10`` still took a core's slice from torch's
-    intra-op threads while MLflow imported, and every epoch of a short run waited on that thread:
-    a 2 s CSV run took 2.5 s longer with MLflow on. What the worker has not done when training
-    ends it finishes after the prompt, as the detached finisher."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(AttributeError, OSError):
-            os.nice(10)
+    """Lower the whole tracking process to ``nice 10`` while training runs beside it. Not
+    SCHED_IDLE: an unprivileged process can never leave it, and its finisher, on a machine busy
+    with the next run, then got no CPU at all (the watchdog stopped it, its MLflow run stayed
+    RUNNING). ``nice 10`` still takes its turn."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
@@ -201,6 +237,7 @@ def _quiet_exit(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiln.tracking.worker")
     parser.add_argument("--deadline", type=float, default=None, help="seconds to finish after close")
+    parser.add_argument("--start-after", type=float, default=0.0, help="seconds to only collect calls")
     options = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _quiet_exit)
     signal.signal(signal.SIGINT, _quiet_exit)  # the run's process decides what Ctrl-C means
@@ -209,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    _yield_to_training()
     try:
-        code, durable = serve(sys.stdin.buffer, _Reports(protocol), options.deadline)
+        code, durable = serve(sys.stdin.buffer, _Reports(protocol), options.deadline, options.start_after)
     except BaseException:  # nothing a tracking process hits may end in a traceback on a terminal
         os._exit(1)
     if code == 0 and durable:
