@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kiln.data.catalog import DATASETS
-from kiln.models.catalog import MODELS
+# The catalogs, not kiln.data/kiln.models: those sit above the config (see kiln.config.catalogs).
+from kiln.config.catalogs import DATASETS, MODELS
 
 _OWN = "; or set `target: package.module:attr` to use your own"
 

@@ -1,6 +1,6 @@
 """Datasets: a named catalog of builders, each giving train/val/test splits and a DataSpec.
 
-Importing this package does not import torch (``kiln.config`` imports the catalog from here);
+Importing this package does not import torch (the catalog entries are import paths);
 the dataset modules, which do, are imported only when a dataset is built.
 """
 
