@@ -174,11 +174,6 @@ class RegisterConfig(Section):
     require: list[str] = Field(default_factory=list)  # gates such as "test_accuracy>=0.98"
 
 
-# `register` is the documented key, though it shadows BaseModel.register (an ABC classmethod nobody
-# calls on configs); pydantic warns about that at class creation, which is harmless here.
-warnings.filterwarnings("ignore", message='Field name "register" in "TrackingConfig" shadows')
-
-
 class WandbConfig(Section):
     # Weights & Biases (backend `wandb`, extra kiln-ml[wandb]). offline: records go to
     # <run>/logs/wandb/ only, for `wandb sync` later; online needs `wandb login` or WANDB_API_KEY.
@@ -191,26 +186,32 @@ Backend = Literal["jsonl", "csv", "tensorboard", "mlflow", "wandb"]
 DEFAULT_BACKENDS: tuple[Backend, ...] = ("jsonl", "csv", "tensorboard", "mlflow")
 
 
-class TrackingConfig(Section):
-    # jsonl (<run>/logs/events.jsonl) is always written first: it is the source of truth.
-    # csv, tensorboard and wandb (offline) write under <run>/logs/; mlflow logs to `uri`.
-    backends: list[Backend] = Field(default_factory=lambda: list(DEFAULT_BACKENDS))
-    # MLflow tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db
-    uri: str | None = None
-    system_metrics: bool = True  # sample CPU/RAM (and GPU) use in the background into every tracker
-    system_metrics_interval: float = Field(10.0, gt=0)  # seconds between system samples
-    log_model: bool = True  # log the model to MLflow (pytorch flavor, signature, input example)
-    # seconds trackers get to catch up at exit; MLflow's detached finisher gets this long after
-    # the prompt returns (past it, what is left stays in events.jsonl for `kiln sync`)
-    close_timeout: float = Field(60.0, gt=0)
-    # seconds MLflow's worker only collects records before it imports MLflow and opens the run:
-    # a shorter run pays nothing for MLflow while it trains (all is sent after the prompt); a
-    # longer one appears in the MLflow UI this long after its start. 0: from the start.
-    mlflow_start_delay: float = Field(30.0, ge=0)
-    register: RegisterConfig | None = None  # register the model at the end of training
-    log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
-    queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping
-    wandb: WandbConfig = Field(default_factory=WandbConfig)  # used when `wandb` is in backends
+# `register` is the documented key, though it shadows BaseModel.register (an ABC classmethod nobody
+# calls on configs); pydantic warns about that when the class is created, harmlessly. The warning
+# is silenced for that moment only: importing kiln installs no warnings filter.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register" in "TrackingConfig" shadows')
+
+    class TrackingConfig(Section):
+        # jsonl (<run>/logs/events.jsonl) is always written first: it is the source of truth.
+        # csv, tensorboard and wandb (offline) write under <run>/logs/; mlflow logs to `uri`.
+        backends: list[Backend] = Field(default_factory=lambda: list(DEFAULT_BACKENDS))
+        # MLflow tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db
+        uri: str | None = None
+        system_metrics: bool = True  # sample CPU/RAM (and GPU) use in the background into every tracker
+        system_metrics_interval: float = Field(10.0, gt=0)  # seconds between system samples
+        log_model: bool = True  # log the model to MLflow (pytorch flavor, signature, input example)
+        # seconds trackers get to catch up at exit; MLflow's detached finisher gets this long after
+        # the prompt returns (past it, what is left stays in events.jsonl for `kiln sync`)
+        close_timeout: float = Field(60.0, gt=0)
+        # seconds MLflow's worker only collects records before it imports MLflow and opens the run:
+        # a shorter run pays nothing for MLflow while it trains (all is sent after the prompt); a
+        # longer one appears in the MLflow UI this long after its start. 0: from the start.
+        mlflow_start_delay: float = Field(30.0, ge=0)
+        register: RegisterConfig | None = None  # register the model at the end of training
+        log_every_n_steps: int = Field(50, ge=1)  # training loss and lr logged every N optimizer steps
+        queue_size: int = Field(10_000, ge=1)  # records buffered for slow trackers before dropping
+        wandb: WandbConfig = Field(default_factory=WandbConfig)  # used when `wandb` is in backends
 
 
 class GateConfig(Section):
