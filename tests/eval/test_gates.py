@@ -7,7 +7,7 @@ import math
 import pytest
 
 from kiln.errors import ConfigError, KilnError
-from kiln.eval.gates import (
+from kiln.runs.gates import (
     COLUMNS,
     Gate,
     all_passed,

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def from_run_dir(run_dir: Path) -> RunColumn:
     import yaml
 
-    from kiln.eval.gates import metrics_from_summary
+    from kiln.runs.gates import metrics_from_summary
 
     config, summary = run_dir / "config.yaml", run_dir / "summary.json"
     if not config.is_file():

@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kiln.eval.gate_run import gate_run
-    from kiln.eval.gates import COLUMNS, describe_failures, gate_rows
+    from kiln.runs.gates import COLUMNS, describe_failures, gate_rows
 
     report = gate_run(args.run_dir, args.require, args.split, measure=not args.no_measure)
     if report.measured:

@@ -182,7 +182,7 @@ def _print_audit(title: str, rows: list[list[Any]]) -> None:
 
 
 def _print_gates(title: str, results: Any) -> None:
-    from kiln.eval.gates import COLUMNS, gate_rows
+    from kiln.runs.gates import COLUMNS, gate_rows
 
     print_table(title, COLUMNS, gate_rows(results))
 

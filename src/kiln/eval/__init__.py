@@ -1,6 +1,7 @@
 """Judge a trained run: metrics (``metrics``), plots (``plots``), inference cost (``latency``),
-``kiln eval`` (``run_eval``), gates (``gates``, ``gate_run``) and ``report.html`` (``report``).
+``kiln eval`` (``run_eval``), ``kiln gate`` (``gate_run``, with the gates of ``kiln.runs.gates``)
+and ``report.html`` (``report``).
 
-Nothing is re-exported here, so importing ``kiln.eval.gates`` (the registry does) stays free of
-torch, scikit-learn and matplotlib.
+Nothing is re-exported here, so importing one module stays free of torch, scikit-learn and
+matplotlib until it needs them.
 """

@@ -2,7 +2,7 @@
 
 Metrics a gate can name, merged in this order (later wins):
 
-- ``summary.json`` (see :func:`kiln.eval.gates.metrics_from_summary`): ``test_accuracy``, ``best_val_loss``...
+- ``summary.json`` (see :func:`kiln.runs.gates.metrics_from_summary`): ``test_accuracy``, ``best_val_loss``...
 - ``eval/metrics_<split>.json`` of every evaluated split: ``test_f1_macro``, ``val_min_class_recall``...
 - the gated split's eval metrics without their prefix: ``min_class_recall`` is ``test_min_class_recall``
   when gating the test split;
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import UsageError
-from kiln.eval.gates import GateResult, all_passed, evaluate_gates, parse_gates
 from kiln.eval.latency import COST_METRICS
 from kiln.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from kiln.runs.gates import GateResult, all_passed, evaluate_gates, parse_gates
 from kiln.runs.layout import read_json
 
 SPLITS = ("train", "val", "test")
@@ -78,7 +78,7 @@ def config_criteria(root: Path) -> list[str]:
 
 def collect_metrics(root: Path, split: str) -> dict[str, float]:
     """Every metric already measured for the run (see the module docstring for the order)."""
-    from kiln.eval.gates import metrics_from_summary
+    from kiln.runs.gates import metrics_from_summary
 
     metrics = metrics_from_summary(read_json(root / "summary.json"))
     for name in SPLITS:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kiln.eval.gates import GateResult
 from kiln.registry.client import translate_errors
+from kiln.runs.gates import GateResult
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

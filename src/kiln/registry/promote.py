@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import RegistryError
-from kiln.eval.gates import GateResult, all_passed, describe_failures, evaluate_gates, parse_gates
 from kiln.registry.audit import AuditEntry, record
 from kiln.registry.client import check_alias, get_client, translate_errors, version_ref
 from kiln.registry.provenance import version_metrics
+from kiln.runs.gates import GateResult, all_passed, describe_failures, evaluate_gates, parse_gates
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import RegistryError
-from kiln.eval.gates import metrics_from_summary
+from kiln.runs.gates import metrics_from_summary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -21,13 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import RegistryError
-from kiln.eval.gates import (
-    GateResult,
-    describe_failures,
-    evaluate_gates,
-    metrics_from_summary,
-    parse_gates,
-)
 from kiln.registry.client import check_alias, get_client, translate_errors
 from kiln.registry.promote import GateFailed, apply
 from kiln.registry.provenance import (
@@ -37,6 +30,13 @@ from kiln.registry.provenance import (
     TAG_SHA256,
     read_summary,
     weights_sha256,
+)
+from kiln.runs.gates import (
+    GateResult,
+    describe_failures,
+    evaluate_gates,
+    metrics_from_summary,
+    parse_gates,
 )
 
 if TYPE_CHECKING:

@@ -1,7 +1,9 @@
 """Quality gates such as ``test_accuracy>=0.98``: parse them, check them against measured metrics.
 
 Pure functions with no MLflow or torch, so the registry's promotion, ``tracking.register`` and a
-``kiln gate`` command all judge a model the same way.
+``kiln gate`` command all judge a model the same way. They judge what a run recorded (its
+summary.json, its eval metrics), so they live with the run directory, below both the registry and
+``kiln.eval``: each of those may import them, and neither has to import the other for them.
 
 >>> results = evaluate_gates(parse_gates(["test_accuracy>=0.9", "val_loss < 0.5"]),
 ...                          {"test_accuracy": 0.95, "val_loss": 0.7})
