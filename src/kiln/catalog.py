@@ -85,7 +85,11 @@ class Catalog(Generic[T]):
         params: tuple[str, ...] = (),
     ) -> None:
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise ConfigError(
+                f"{self.kind} {name!r} is already registered", received=name,
+                hint="register yours under another name, or skip registering and name it by its "
+                     "import path in the config (target: package.module:attr)",
+            )
         self._entries[name] = Entry(name, description, factory, params)
 
     def names(self) -> list[str]:
@@ -100,7 +104,7 @@ class Catalog(Generic[T]):
     def check(self, name: str) -> None:
         """Raise ConfigError naming the known entries when ``name`` is not one of them."""
         if name not in self._entries:
-            raise ConfigError(self.unknown_message(name))
+            raise ConfigError(self.unknown_message(name), received=name)
 
     def unknown_message(self, name: str) -> str:
         return (

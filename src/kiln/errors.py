@@ -1,14 +1,101 @@
-"""Errors a user can cause. The CLI prints their message without a traceback (``--debug`` shows it)."""
+"""Errors a user can cause. The CLI prints them without a traceback (``--debug`` shows it).
+
+Every error names the problem in its message. Where it helps, it also carries the ``field`` at
+fault (a config path such as ``training.lr``, or an option such as ``--split``), the value
+``received``, what is ``allowed`` and a ``hint`` on how to fix it, all kept as attributes for
+programs and rendered by ``str(err)`` in one layout, one indented line each::
+
+    unknown split 'tset' for eval
+      field: --split
+      allowed: train, val, test
+      hint: ...
+
+A ``received`` value the message already quotes is not repeated, and an error made from a message
+alone reads exactly as that message: a sentence that already says everything stays one sentence.
+
+Exit codes of the ``kiln`` command, carried by each class as ``exit_code``:
+
+- **2, usage**: the command line or the config is wrong in itself, and running it again cannot
+  help until it is fixed: an unknown option or key, a value outside a fixed set (a split, an export
+  format), a malformed ``models:/`` URI, or a local path that is not what the command needs (it
+  does not exist, it is a file where a directory is expected, it is a directory but not a run).
+  ``ConfigError``, ``UsageError`` and its ``PathError``.
+- **1, failure**: the input was well formed but the work failed: a gate or parity check failed, a
+  checkpoint is corrupt, a server does not answer, or a name is not (or no longer) in a store that
+  was asked while doing the work (a registered model, an alias, an MLflow experiment, a study):
+  a store's contents change, so the same command may be right tomorrow. Every other KilnError.
+- **130 / 143**: stopped by SIGINT / SIGTERM (set per instance by the errors that say so).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DistributedError",
+    "ExportError",
+    "KilnError",
+    "MissingExtraError",
+    "ModelError",
+    "PathError",
+    "RegistryError",
+    "ServeError",
+    "SweepError",
+    "TrackingError",
+    "UsageError",
+    "exception_line",
+    "require_extra",
+]
 
 
 class KilnError(Exception):
-    """Base of every error caused by input a user controls: config, files, data, requests."""
+    """Base of every error caused by input a user controls: config, files, data, requests.
+
+    >>> print(KilnError("unknown split 'tset'", field="--split", allowed=["train", "val", "test"]))
+    unknown split 'tset'
+      field: --split
+      allowed: train, val, test
+    """
 
     exit_code = 1
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str | None = None,
+        received: Any = None,
+        allowed: str | Iterable[Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.received = received
+        self.allowed = allowed if allowed is None or isinstance(allowed, str) else list(allowed)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def format(self) -> str:
+        """The message, then one indented ``name: value`` line for each detail that was given."""
+        lines = [self.message]
+        if self.field is not None:
+            lines.append(f"  field: {self.field}")
+        if self.received is not None and repr(self.received) not in self.message:
+            lines.append(f"  received: {self.received!r}")
+        if self.allowed is not None:
+            allowed = self.allowed if isinstance(self.allowed, str) else ", ".join(map(str, self.allowed))
+            lines.append(f"  allowed: {allowed or '(none)'}")
+        if self.hint is not None:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
 
 
 class ConfigError(KilnError):
@@ -18,9 +105,14 @@ class ConfigError(KilnError):
 
 
 class UsageError(KilnError):
-    """The command line itself is wrong (a missing argument, an unknown verb)."""
+    """The command line itself is wrong (a missing argument, an unknown verb, a value out of range)."""
 
     exit_code = 2
+
+
+class PathError(UsageError):
+    """A path the user gave is not what is needed: missing, a file instead of a directory, or a
+    directory that is not a run. Exit 2 like any usage error: the command needs another path."""
 
 
 class DataError(KilnError):
@@ -67,6 +159,8 @@ class MissingExtraError(KilnError):
             f"this feature needs the optional package {module!r}, which is not installed. "
             f"Install it with: pip install 'kiln-ml[{extra}]'"
         )
+        self.module = module
+        self.extra = extra
 
 
 def exception_line(exc: BaseException) -> str:

@@ -85,5 +85,5 @@ def test_training_curves_from_events_when_there_is_no_csv(run_dir: Path) -> None
 
 
 def test_eval_of_a_missing_run_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", str(tmp_path)]) == 1
+    assert main(["eval", str(tmp_path)]) == 2  # a usage error: the path is no run
     assert "has no config.yaml" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_train_eval_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("eval", str(tmp_path / "nothing"))
-    assert result.returncode == 1 and "not a run directory" in result.stderr
+    assert result.returncode == 2 and "not a run directory" in result.stderr  # a usage error
 
 
 def test_config_show_and_schema() -> None:

@@ -55,7 +55,7 @@ def test_kiln_generate_cli(trained: Path) -> None:
     assert bad.returncode == 2
     assert "outside the model's vocabulary" in bad.stderr and "Traceback" not in bad.stderr
     digits = run_cli("generate", str(trained.parent / "missing"), "--prompt", "the")
-    assert digits.returncode == 1 and "does not exist" in digits.stderr
+    assert digits.returncode == 2 and "does not exist" in digits.stderr  # a usage error
 
 
 def test_generate_refuses_a_classifier_run(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
+from kiln.errors import DataError, RegistryError, UsageError
 
 WORST_EXAMPLES = 16
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,18 @@ def evaluate_run(
     from kiln.train.rng import resolve_device
     from kiln.train.setup import make_loader
 
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} to evaluate on", field="split", received=split,
+                         allowed=SPLITS)
     root = run_root(run_dir)
     cfg = load_config(root / "config.yaml", overrides)
     package = load_package(root)
     data = build_data(cfg.data, cfg.run.seed)
     dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
-        raise KilnError(f"dataset {cfg.data.name!r} has no {split} split in this configuration")
+        present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]
+        raise DataError(f"dataset {cfg.data.name!r} has no {split} split in this configuration",
+                        field="split", received=split, allowed=present)
     device = resolve_device(cfg.run.device)
     model = package.model.to(device)
     task = build_task(data.spec, cfg.training.loss)
@@ -109,16 +115,15 @@ def run_root(run_dir: str | Path) -> Path:
         resolved = resolve_model_uri(str(run_dir))
         root = resolved.run_dir
         if not (root / "config.yaml").is_file():
-            raise KilnError(
+            raise RegistryError(
                 f"{run_dir} resolved to version {resolved.version} (MLflow run {resolved.run_id}), "
                 "but neither its run directory nor its MLflow artifacts hold the run's config.yaml, "
                 "which eval needs to rebuild the data; evaluate the run directory instead"
             )
         return root
-    root = Path(run_dir)
-    if not (root / "config.yaml").is_file():
-        raise KilnError(f"{root} is not a run directory: it has no config.yaml")
-    return root
+    from kiln.runs.summary import require_run_dir
+
+    return require_run_dir(run_dir)
 
 
 def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kiln.data.spec import DataSpec
-from kiln.errors import KilnError
+from kiln.errors import DataError, KilnError
 from kiln.export.parity import Array
 
 log = logging.getLogger("kiln.export")
@@ -55,7 +55,7 @@ def _from_data(root: Path, count: int) -> tuple[Array, str]:
 
     config = root / "config.yaml"
     if not config.is_file():
-        raise KilnError(f"{root} has no config.yaml")
+        raise DataError(f"{root} has no config.yaml to rebuild the data from")
     cfg = load_config(config)
     data = build_data(cfg.data, cfg.run.seed)
     for name, split in (("test", data.test), ("validation", data.val)):
@@ -63,4 +63,4 @@ def _from_data(root: Path, count: int) -> tuple[Array, str]:
             n = min(count, len(split))  # type: ignore[arg-type]
             batch = torch.stack([torch.as_tensor(split[i][0]) for i in range(n)])
             return batch.numpy(), f"{name} split ({n} samples)"
-    raise KilnError("the dataset has neither a test nor a validation split")
+    raise DataError("the dataset has neither a test nor a validation split")

@@ -17,7 +17,7 @@ from torch import nn
 
 from kiln.config.schema import ModelConfig
 from kiln.data.spec import DataSpec
-from kiln.errors import ModelError
+from kiln.errors import ModelError, PathError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -75,9 +75,9 @@ def resolve_package_dir(path: str | Path) -> Path:
     for candidate in (p / "models", p, p.parent):
         if (candidate / META).is_file():
             return candidate
-    if not p.exists():
-        raise ModelError(f"{p} does not exist: pass a run directory (runs/<name>_<time>/)")
-    raise ModelError(
+    if not p.exists():  # a path the user typed that is not what is needed: a usage error (exit 2)
+        raise PathError(f"{p} does not exist: pass a run directory (runs/<name>_<time>/)")
+    raise PathError(
         f"no model package at {p}: expected {p / 'models' / META}. "
         "Is this a run directory of a finished kiln run?"
     )

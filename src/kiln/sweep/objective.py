@@ -83,8 +83,9 @@ class Objective:
             raise
         except (KeyboardInterrupt, TrainingInterrupted) as exc:
             trial.set_user_attr("status", "interrupted")
-            # "SIGINT received: stopped at epoch 2, batch 14 (step 95)", without the paths
-            trial.set_user_attr("error", str(exc).split("; checkpoint")[0] or "interrupted")
+            # "SIGINT received: stopped at step 95": the error's fields, without the paths
+            trial.set_user_attr("error", f"{exc.signal} received: stopped at step {exc.global_step}"
+                                if isinstance(exc, TrainingInterrupted) else "interrupted")
             raise  # stops the sweep; a queued retry resumes the checkpoint
         except (SweepError, MetricNotFound) as exc:
             trial.set_user_attr("status", "failed")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.config.loader import load_config
 from kiln.config.schema import RunConfig
-from kiln.errors import SweepError
+from kiln.errors import SweepError, exception_line
 from kiln.sweep import trials as trial_status
 from kiln.sweep.context import CONTEXT_FILE, SweepContext
 from kiln.sweep.mlflow_parent import PARENT_ATTR, finish_parent, start_parent
@@ -164,6 +164,9 @@ def _context_from_study(name: str, storage: str) -> SweepContext:
     except KeyError:
         names = optuna.get_all_study_names(url)
         raise SweepError(f"no study {name!r} in {mask(storage)}; it holds: {', '.join(names) or 'none'}") from None
+    except Exception as exc:  # sqlalchemy's errors: a bad URL, an unreachable server (as make_storage)
+        raise SweepError(f"cannot open the study storage {mask(storage)}: {exception_line(exc)}",
+                         hint="pass --storage sqlite:////abs/path/study.db or postgresql://user@host:5432/db") from None
     if SPEC_ATTR not in attrs:
         raise SweepError(f"study {name!r} was not made by `kiln sweep`: it has no {SPEC_ATTR} attribute")
     spec = SweepSpec.model_validate(attrs[SPEC_ATTR])
