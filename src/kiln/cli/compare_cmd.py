@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError, UsageError
+from kiln.errors import TrackingError, UsageError
 
 MARK = "*"
 _METRIC_ORDER = ("test_", "val_", "train_", "best_")  # the held-out numbers first
@@ -68,10 +68,9 @@ def from_run_dir(run_dir: Path) -> RunColumn:
     import yaml
 
     from kiln.runs.gates import metrics_from_summary
+    from kiln.runs.summary import require_run_dir
 
-    config, summary = run_dir / "config.yaml", run_dir / "summary.json"
-    if not config.is_file():
-        raise KilnError(f"{run_dir} is not a run directory: it has no config.yaml")
+    config, summary = require_run_dir(run_dir) / "config.yaml", run_dir / "summary.json"
     params = flatten(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
     metrics = metrics_from_summary(json.loads(summary.read_text(encoding="utf-8"))) if summary.is_file() else {}
     return RunColumn(run_dir.name, params, metrics)
@@ -85,9 +84,10 @@ def from_experiment(name: str, uri: str | None) -> list[RunColumn]:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         known = sorted(e.name for e in client.search_experiments())
-        raise KilnError(
-            f"no MLflow experiment {name!r} in {client.tracking_uri}.{did_you_mean(name, known)} "
-            f"Experiments: {', '.join(known) or '(none)'}"
+        raise TrackingError(
+            f"no MLflow experiment {name!r} in {client.tracking_uri}.{did_you_mean(name, known)}",
+            field="--experiment", allowed=known,
+            hint=None if known else "runs tracked with the mlflow backend create their experiment",
         )
     columns, token = [], None
     while True:
@@ -99,7 +99,8 @@ def from_experiment(name: str, uri: str | None) -> list[RunColumn]:
         if not token:
             break
     if not columns:
-        raise KilnError(f"MLflow experiment {name!r} has no runs")
+        raise TrackingError(f"MLflow experiment {name!r} has no runs",
+                            hint="compare run directories instead: kiln compare RUN_DIR RUN_DIR")
     return columns
 
 

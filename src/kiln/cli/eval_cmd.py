@@ -19,9 +19,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import source
     from kiln.eval.run_eval import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, args.overrides,
+    result = evaluate_run(source(args.run_dir), args.split, args.overrides,
                           plots=not args.no_plots, cost=not args.no_cost)
     print_table(f"{args.split} metrics of {result.run_dir.name}", ["metric", "value"],
                 ([k, v] for k, v in result.metrics.items()))

@@ -7,6 +7,7 @@ fails (its file is then kept only as ``<file>.failed``), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -54,6 +55,13 @@ def options_from_args(args: argparse.Namespace) -> Any:
         batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b.strip())
     except ValueError:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r} must be comma-separated integers, e.g. 1,7,32") from None
+    for option in ("rtol", "atol", "int8_rtol", "int8_atol", "int8_min_agreement"):
+        value = getattr(args, option)
+        high = 1.0 if option == "int8_min_agreement" else math.inf
+        if value is not None and not 0 <= value <= high:  # NaN fails too
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} {value} is out of range",
+                             allowed="0 to 1 (a share of samples)" if high == 1 else "0 or more")
     int8 = None
     if args.int8_rtol is not None or args.int8_atol is not None or args.int8_min_agreement is not None:
         int8 = Tolerance(args.int8_rtol, args.int8_atol, args.int8_min_agreement)
@@ -65,9 +73,10 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import source
     from kiln.export.run import export_run
 
-    report = export_run(args.run_dir, options_from_args(args))
+    report = export_run(source(args.run_dir), options_from_args(args))
     rows = []
     for fmt, rec in report.records.items():
         parity = rec.get("parity") or {}

@@ -34,10 +34,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import source
     from kiln.eval.gate_run import gate_run
     from kiln.runs.gates import COLUMNS, describe_failures, gate_rows
 
-    report = gate_run(args.run_dir, args.require, args.split, measure=not args.no_measure)
+    report = gate_run(source(args.run_dir), args.require, args.split, measure=not args.no_measure)
     if report.measured:
         print(f"measured now: {', '.join(report.measured)}")
     print_table(f"gates of {report.run_dir.name} (from {report.criteria_from})", COLUMNS,

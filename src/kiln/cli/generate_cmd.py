@@ -28,10 +28,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import source
     from kiln.lm.generate import sample_from_package
 
     text = sample_from_package(
-        args.run_dir, args.prompt, args.max_new_tokens, args.temperature,
+        source(args.run_dir), args.prompt, args.max_new_tokens, args.temperature,
         args.top_k or None, args.seed,
     )
     print(text)

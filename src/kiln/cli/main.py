@@ -1,6 +1,7 @@
 """The ``kiln`` command: a thin shell over library functions, one module per verb.
 
-Exit codes: 0 success, 1 failure, 2 usage or config error, 130 interrupted, 143 terminated.
+Exit codes: 0 success, 1 failure, 2 usage or config error, 130 interrupted, 143 terminated;
+which error is which is written down in :mod:`kiln.errors`.
 Heavy libraries are imported inside each verb, so ``kiln --help`` starts fast.
 """
 
@@ -30,7 +31,7 @@ from kiln.cli import (
     train_cmd,
     ui_cmd,
 )
-from kiln.errors import KilnError
+from kiln.errors import KilnError, UsageError
 
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.overrides = [*getattr(args, "overrides", []), *rest]
     try:
+        check_overrides(args)
         code: int = args.handler(args)
         return code
     except KilnError as exc:
@@ -81,6 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def check_overrides(args: argparse.Namespace) -> None:
+    """Refuse malformed overrides before the verb does any work. ``--name`` without a dot is an
+    option the verb does not have (every config key sits in a section: ``--training.lr``)."""
+    from kiln.config.overrides import parse_overrides
+
+    unknown = [t for t in args.overrides if t.startswith("--") and "." not in t.split("=", 1)[0]]
+    if unknown:
+        verb = " ".join(v for v in (args.verb, getattr(args, "action", None)) if v)
+        raise UsageError(
+            f"unknown option {unknown[0]!r} for kiln {verb}",
+            hint=f"`kiln {verb} --help` lists the options; config overrides name a section, "
+                 "e.g. --training.lr 0.01 or training.lr=0.01",
+        )
+    parse_overrides(args.overrides)
 
 
 def _other_rank() -> bool:

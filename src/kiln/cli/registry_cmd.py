@@ -85,8 +85,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_register(args: argparse.Namespace) -> int:
+    from kiln.cli.args import run_dir
     from kiln.registry import register_run
 
+    run_dir(args.run_dir)
+    _check(alias=args.alias)
     result = register_run(args.run_dir, args.name, alias=args.alias, require=args.require,
                           uri=args.uri, source="kiln registry register")
     print(f"registered {result.uri} (run {result.run_id})")
@@ -104,6 +107,7 @@ def run_register(args: argparse.Namespace) -> int:
 def run_promote(args: argparse.Namespace) -> int:
     from kiln.registry import GateFailed, promote
 
+    _check(alias=args.alias, version=args.version)
     try:
         result = promote(args.name, args.version, args.alias, args.require, uri=args.uri,
                          source="kiln registry promote")
@@ -119,6 +123,7 @@ def run_promote(args: argparse.Namespace) -> int:
 def run_describe(args: argparse.Namespace) -> int:
     from kiln.registry import describe
 
+    _check(version=args.version)
     describe(args.name, args.text, version=args.version, uri=args.uri)
     print(f"described {args.name}" + (f" version {args.version}" if args.version else ""))
     return 0
@@ -127,6 +132,7 @@ def run_describe(args: argparse.Namespace) -> int:
 def run_tag(args: argparse.Namespace) -> int:
     from kiln.registry import set_tags
 
+    _check(version=args.version)
     tags = {}
     for item in args.tags:
         key, sep, value = item.partition("=")
@@ -162,6 +168,20 @@ def run_audit(args: argparse.Namespace) -> int:
     ]
     _print_audit(f"audit trail of {args.name}", rows)
     return 0
+
+
+def _check(alias: str | None = None, version: str | None = None) -> None:
+    """An alias or version (``@ALIAS`` too) that can never be valid is a usage error, found before
+    the store is opened."""
+    from kiln.cli.args import registry_value
+    from kiln.registry.client import check_alias, check_version
+
+    if alias is not None:
+        registry_value(check_alias, alias)
+    if version is not None and version.startswith("@"):
+        registry_value(check_alias, version[1:])
+    elif version is not None:
+        registry_value(check_version, version)
 
 
 def _print_audit(title: str, rows: list[list[Any]]) -> None:

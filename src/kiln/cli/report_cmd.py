@@ -19,8 +19,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import source
     from kiln.eval.report import build_report
 
-    path = build_report(args.run_dir, args.split, evaluate=not args.no_eval)
+    path = build_report(source(args.run_dir), args.split, evaluate=not args.no_eval)
     print(f"written: {path}")
     return 0

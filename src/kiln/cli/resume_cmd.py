@@ -29,9 +29,11 @@ def resume_run(
     launch_args: argparse.Namespace | None = None,
 ) -> int:
     """Resume ``path``; ``launch_args`` carrying ``--nproc N`` re-runs it on N processes."""
+    from kiln.cli.args import run_dir
     from kiln.distributed.launch import launch, wants_launch
     from kiln.distributed.worker import worker_process
 
+    run_dir(path, up=2)  # a run, its checkpoints/ or one checkpoint; anything else is a usage error
     if launch_args is not None and wants_launch(launch_args):
         argv = ["resume", str(path), *(["--quiet"] if quiet else []),
                 *(["--allow-config-change"] if allow_config_change else []), *overrides]

@@ -7,7 +7,6 @@ when a run's MLflow side is still finishing in the background or needs ``kiln sy
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from kiln.cli.common import print_table
@@ -20,10 +19,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import output_dir
     from kiln.runs.summary import list_runs
     from kiln.tracking.finisher import state
 
-    runs = list_runs(Path(args.output_dir))
+    runs = list_runs(output_dir(args.output_dir))
     if not runs:
         print(f"no runs in {args.output_dir}/ yet: start one with `kiln train`")
         return 0

@@ -44,16 +44,20 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from kiln.errors import UsageError
 
-    for name in ("workers", "max_batch", "port"):
-        if getattr(args, name) < (0 if name == "port" else 1):
+    for name in ("workers", "max_batch"):
+        if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port", allowed="0 to 65535 (0: any free one)")
     if not all(math.isfinite(v) for v in (args.max_body_mb, args.batch_wait_ms, args.grace_seconds)):
         raise UsageError("--max-body-mb, --batch-wait-ms and --grace-seconds must be finite numbers")
     if args.max_body_mb <= 0 or args.batch_wait_ms < 0 or args.grace_seconds < 0 or args.threads < 0:
         raise UsageError("--max-body-mb must be positive; --batch-wait-ms, --grace-seconds and "
                          "--threads must not be negative")
+    from kiln.cli.args import source as check_source
     from kiln.serve.app import require
 
+    check_source(args.source)
     for module in ("fastapi", "uvicorn", "prometheus_client", "python_multipart", "PIL", "orjson"):
         require(module)
     from kiln.serve.model import prepare_model

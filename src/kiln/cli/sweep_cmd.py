@@ -77,8 +77,14 @@ def run_worker_process(sweep_dir: str, index: int, threads: int | None) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kiln.errors import PathError
     from kiln.sweep import open_report
 
+    if Path(args.target).is_file():  # a missing path may still be a study's name
+        raise PathError(f"{args.target} is a file, not a sweep directory",
+                        hint="pass the sweep directory (<output_dir>/sweeps/<study>) or a study name")
     _, report = open_report(args.target, args.storage, plots=not args.no_plots)
     show_report(report)
     return 0

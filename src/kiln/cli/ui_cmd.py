@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import MissingExtraError
+from kiln.errors import MissingExtraError, PathError, UsageError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -36,17 +36,26 @@ def ui_command(uri: str, artifact_root: str | None, host: str, port: int) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.cli.args import output_dir
     from kiln.settings import default_artifact_root, tracking_uri
 
     if importlib.util.find_spec("mlflow") is None:
         raise MissingExtraError("mlflow", "mlflow")
-    output_dir = Path(args.output_dir)
-    uri = tracking_uri(args.uri, output_dir)
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port", allowed="1 to 65535")
+    uri = tracking_uri(args.uri, output_dir(args.output_dir))
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is a server with its own UI: open {uri}")
         return 0
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        print(f"note: {uri} does not exist yet; train with the mlflow backend to fill it")
+    if uri.startswith("sqlite:///"):  # checked here: `mlflow ui` would answer with a traceback
+        db = Path(uri.removeprefix("sqlite:///"))
+        blocker = db if db.is_dir() else next((p for p in db.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            what = "a directory" if blocker == db else "a file, not a directory"
+            raise PathError(f"{uri} cannot be a SQLite store: {blocker} is {what}",
+                            hint="pass --uri sqlite:///PATH/mlflow.db with PATH a directory")
+        if not db.is_file():
+            print(f"note: {uri} does not exist yet; train with the mlflow backend to fill it")
     shown = "localhost" if args.host == "0.0.0.0" else args.host
     print(f"MLflow UI for {uri} at http://{shown}:{args.port} (Ctrl-C to stop)", flush=True)
     command = ui_command(uri, default_artifact_root(uri), args.host, args.port)
