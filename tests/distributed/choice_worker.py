@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from kiln.distributed import shutdown
-from kiln.distributed.resume_choice import agreed_resume_plan
 from kiln.errors import KilnError
+from kiln.train.ranks.resume_choice import agreed_resume_plan
 
 
 def main(run_dir: str, out: str) -> None:

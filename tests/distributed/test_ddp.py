@@ -23,12 +23,12 @@ from safetensors.torch import load_file
 
 from kiln.config.loader import load_config
 from kiln.data.build import build_data
+from kiln.data.loader import make_loader
 from kiln.models.build import build_model
 from kiln.tasks import build_task
 from kiln.tracking import read_events
 from kiln.train import Callback, Trainer, TrainState
 from kiln.train.evaluate import evaluate
-from kiln.train.setup import make_loader
 from kiln.train.trainer import TrainingInterrupted
 from tests.distributed.conftest import env_for, kiln, overrides, writes_by_rank
 

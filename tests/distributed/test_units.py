@@ -11,13 +11,16 @@ import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
+from kiln.cli.launch import failure_message, torchrun_args
 from kiln.config.loader import load_config
-from kiln.distributed import batch_plan, choose_backend, launch_env, world
-from kiln.distributed.launch import failure_message, torchrun_args
-from kiln.distributed.meters import ReducingTask, _add, reduce_state
-from kiln.distributed.rundir import marker_path, recorded_run_dir
+from kiln.distributed import launch_env, world
+from kiln.distributed.reductions import _add, reduce_state
 from kiln.errors import ConfigError, KilnError
 from kiln.tasks.meters import ClassificationMeter
+from kiln.train.ranks.group import choose_backend
+from kiln.train.ranks.meters import ReducingTask
+from kiln.train.ranks.rundir import marker_path, recorded_run_dir
+from kiln.train.ranks.scaling import batch_plan
 
 
 def launch_args(**kw: object) -> argparse.Namespace:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kiln.distributed.launch import add_launch_args
+from kiln.cli.launch import add_launch_args
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,7 +30,7 @@ def resume_run(
 ) -> int:
     """Resume ``path``; ``launch_args`` carrying ``--nproc N`` re-runs it on N processes."""
     from kiln.cli.args import run_dir
-    from kiln.distributed.launch import launch, wants_launch
+    from kiln.cli.launch import launch, wants_launch
     from kiln.distributed.worker import worker_process
 
     run_dir(path, up=2)  # a run, its checkpoints/ or one checkpoint; anything else is a usage error
@@ -43,10 +43,10 @@ def resume_run(
 
 
 def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
-    from kiln.cli.train_cmd import announce, report
-    from kiln.distributed import is_rank_zero
-    from kiln.distributed.resume_choice import agreed_resume_plan
+    from kiln.cli.fit_report import announce, report
+    from kiln.distributed.group import is_rank_zero
     from kiln.train import Trainer
+    from kiln.train.ranks.resume_choice import agreed_resume_plan
 
     plan = agreed_resume_plan(path, overrides, allow_config_change)  # rank 0's choice, on every rank
     if plan.finished_message is not None:

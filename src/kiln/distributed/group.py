@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from kiln.config.schema import DistributedConfig
 from kiln.distributed.env import launch_env
-from kiln.errors import ConfigError, DistributedError
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import Store
@@ -56,40 +54,40 @@ def is_rank_zero() -> bool:
     return launch_env().rank == 0
 
 
-def choose_backend(name: str, device: str) -> str:
-    """``auto``: NCCL when the run uses CUDA, gloo otherwise. NCCL without a GPU is an error."""
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if name == "auto":
-        return "nccl" if cuda else "gloo"
-    if name == "nccl" and not cuda:
-        raise ConfigError(
-            "distributed.backend: 'nccl' needs CUDA GPUs and run.device auto or cuda; "
-            "use gloo (or auto) on CPU"
-        )
-    return name
+class GroupError(RuntimeError):
+    """This process could not join the process group; the message says which rank and why.
+
+    A plain RuntimeError, not a ``kiln.errors`` class: this package imports nothing else of kiln.
+    ``kiln.train.ranks.group.join_group`` turns it into a DistributedError for users.
+    """
 
 
-def setup(cfg: DistributedConfig, device: str) -> World:
+def needs_joining() -> bool:
+    """True in a process torchrun launched with others that has not joined their group yet."""
+    return launch_env().world_size > 1 and not dist.is_initialized()
+
+
+def setup(backend: str, timeout: float) -> World:
     """Join the process group torchrun prepared (a no-op for a single process or when joined).
 
-    ``cfg.timeout`` bounds every collective: a rank that died or hangs makes the others fail with
-    an error after that many seconds instead of waiting forever.
+    ``backend`` is ``gloo`` or ``nccl`` (chosen by the caller); ``timeout`` (seconds) bounds every
+    collective: a rank that died or hangs makes the others fail with an error after that long
+    instead of waiting forever. GroupError when the group cannot be joined.
     """
-    env = launch_env()
-    if env.world_size <= 1 or dist.is_initialized():
+    if not needs_joining():
         return world()
-    backend = choose_backend(cfg.backend, device)
+    env = launch_env()
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
-    timeout = timedelta(seconds=cfg.timeout)
+    limit = timedelta(seconds=timeout)
     try:
-        store = _attempt_store(env.restart_count, env.world_size, timeout)
+        store = _attempt_store(env.restart_count, env.world_size, limit)
         if store is None:
-            dist.init_process_group(backend, timeout=timeout)
+            dist.init_process_group(backend, timeout=limit)
         else:
-            dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout)
+            dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=limit)
     except (RuntimeError, ValueError) as exc:
-        raise DistributedError(
+        raise GroupError(
             f"rank {env.rank} of {env.world_size} could not join the process group ({backend}): {exc}. "
             "Check MASTER_ADDR/MASTER_PORT (or --rdzv-endpoint) and that every node can reach it"
         ) from None

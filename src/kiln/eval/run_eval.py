@@ -45,12 +45,12 @@ def evaluate_run(
     """
     from kiln.config import load_config
     from kiln.data.build import build_data
+    from kiln.data.loader import make_loader
     from kiln.eval.predict import collect
     from kiln.models.package import load_package
     from kiln.runs.layout import write_json
     from kiln.tasks import build_task
     from kiln.train.rng import resolve_device
-    from kiln.train.setup import make_loader
 
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} to evaluate on", field="split", received=split,

@@ -10,9 +10,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kiln import distributed
 from kiln.data.build import build_data
-from kiln.distributed.rundir import shared_run_dir
+from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
 from kiln.models.package import save_model_package
 from kiln.runs.layout import RunPaths, write_json
@@ -20,6 +19,9 @@ from kiln.tracking.jsonl import read_events
 from kiln.train import snapshot
 from kiln.train.allocator import keep_freed_memory
 from kiln.train.evaluate import evaluate
+from kiln.train.ranks.group import join_group
+from kiln.train.ranks.rundir import shared_run_dir
+from kiln.train.ranks.scaling import batch_plan
 from kiln.train.rng import resolve_device, seed_everything
 from kiln.train.setup import Components, build_components, new_run_dir, write_config
 from kiln.train.state import TrainState
@@ -34,13 +36,13 @@ log = logging.getLogger("kiln")
 def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     """Seed, build data and model, set up the run directory, and restore a checkpoint if resuming."""
     cfg = trainer.config
-    rank = distributed.setup(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
+    rank = join_group(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     allocator = keep_freed_memory() if cfg.run.keep_freed_memory else "off (run.keep_freed_memory)"
     device = resolve_device(cfg.run.device)
     data = trainer.data_override if trainer.data_override is not None else build_data(cfg.data, cfg.run.seed)
     model = trainer.model_override if trainer.model_override is not None else build_model(cfg.model, data.spec)
-    distributed.seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
+    seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
     checkpoint = trainer.resume_from
     if checkpoint is None:
         paths = shared_run_dir(lambda: new_run_dir(cfg), cfg.run.output_dir)  # rank 0 creates it
@@ -63,7 +65,7 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     )
     state.extras["parameters"] = count_parameters(c.model)
     state.extras["started_at"] = _now()
-    state.extras["batch"] = distributed.batch_plan(cfg, rank.size).to_dict()
+    state.extras["batch"] = batch_plan(cfg, rank.size).to_dict()
     state.extras["glibc_malloc"] = allocator
     if checkpoint is not None:
         if rank.is_zero:
@@ -104,7 +106,7 @@ def finish(
 ) -> dict[str, Any]:
     """Save the model package and summary.json, hand artifacts to the trackers, close them (within
     tracking.close_timeout), then register the model when tracking.register asks for it."""
-    if not distributed.is_rank_zero():  # the other ranks of a distributed run write nothing
+    if not is_rank_zero():  # the other ranks of a distributed run write nothing
         return build_summary(c, state, started, test_metrics)
     if c.checkpoints is not None:
         c.checkpoints.close()  # waits for an asynchronous save to commit

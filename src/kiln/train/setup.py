@@ -12,14 +12,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from kiln.checkpoint import CheckpointManager
 from kiln.config.loader import config_hash, to_yaml
 from kiln.config.schema import KilnConfig
 from kiln.data.fingerprint import fingerprint
+from kiln.data.loader import make_loader
 from kiln.data.spec import DataBundle, DataSpec
-from kiln.distributed import batch_plan, world
+from kiln.distributed.group import world
 from kiln.runs.environment import capture_environment, run_tags
 from kiln.runs.layout import RunPaths, create_run_dir, read_json, write_json, write_text
 from kiln.tasks import Task, build_task
@@ -30,6 +31,7 @@ from kiln.train.callbacks import EarlyStopping, LRSchedule, NanGuard, ProgressBa
 from kiln.train.callbacks.checkpointing import Checkpointing
 from kiln.train.callbacks.system_metrics import SystemMetrics
 from kiln.train.optim import build_optimizer, build_scheduler
+from kiln.train.ranks.scaling import batch_plan
 from kiln.train.sampler import EpochSampler
 
 
@@ -54,22 +56,6 @@ class Components:
     callbacks: list[Callback] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     train_model: nn.Module | None = None  # the DDP wrapper the loop trains through (several processes)
-
-
-def make_loader(
-    dataset: Dataset[Any], batch_size: int, workers: int, sampler: Sampler[int] | None = None
-) -> DataLoader[Any]:
-    """A DataLoader with its own generator, so creating an iterator never draws from torch's
-    global RNG (which dropout uses): a resumed run then sees the very same random numbers."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 def _optional_loader(dataset: Dataset[Any] | None, batch_size: int, workers: int) -> DataLoader[Any] | None:
@@ -106,11 +92,11 @@ def build_components(
     task.to(device)
     t = cfg.training
     workers = cfg.data.num_workers
-    # Several processes (torchrun): each trains on its shard, only rank 0 writes (kiln.distributed).
+    # Several processes (torchrun): each trains on its shard, only rank 0 writes (kiln.train.ranks).
     rank = world()
     plan = batch_plan(cfg, rank.size)
     if rank.distributed:
-        from kiln.distributed.meters import ReducingTask
+        from kiln.train.ranks.meters import ReducingTask
 
         task = ReducingTask(task)  # metrics are reduced over ranks as sums before they are logged
     sampler = EpochSampler(len(data.train), cfg.run.seed, rank=rank.rank, world_size=rank.size)  # type: ignore[arg-type]
@@ -138,7 +124,7 @@ def build_components(
         factories = build_trackers(cfg, paths.logs, paths.root.name, run_tags(environment, paths))
         tracker = MultiTracker(jsonl, factories, cfg.tracking.queue_size)
     else:
-        from kiln.distributed.rank_zero import NullTracker
+        from kiln.train.ranks.rank_zero import NullTracker
 
         tracker = NullTracker()
 
@@ -149,9 +135,9 @@ def build_components(
         paths, tracker, None, environment=environment,
     )
     if rank.distributed:
-        from kiln.distributed.agreement import SignalAgreement
         from kiln.distributed.ddp import wrap_model
-        from kiln.distributed.meters import shard_loader
+        from kiln.train.ranks.agreement import SignalAgreement
+        from kiln.train.ranks.meters import shard_loader
 
         c.val_loader, c.test_loader = shard_loader(c.val_loader), shard_loader(c.test_loader)
         c.train_model = wrap_model(model, device)
@@ -194,7 +180,7 @@ def _step_evaluation(c: Components) -> Callback:
 def _checkpoint_manager(cfg: KilnConfig, paths: RunPaths, writes: bool = True) -> CheckpointManager:
     k = cfg.checkpoint
     if not writes:  # ranks other than 0 take part in capturing a checkpoint but write nothing
-        from kiln.distributed.rank_zero import NullCheckpointManager
+        from kiln.train.ranks.rank_zero import NullCheckpointManager
 
         return NullCheckpointManager(paths.checkpoints, k.mode)
     return CheckpointManager(paths.checkpoints, k.keep_best_n, k.keep_last_n, k.mode, k.async_save)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kiln.distributed.resume import restore_rank_state
-from kiln.distributed.rng import capture_all
 from kiln.errors import CheckpointError
 from kiln.train.callback import Callback
+from kiln.train.ranks.resume import restore_rank_state
+from kiln.train.ranks.rng import capture_all
 
 if TYPE_CHECKING:
     from kiln.checkpoint import Checkpoint

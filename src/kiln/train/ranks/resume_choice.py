@@ -19,9 +19,10 @@ from kiln.checkpoint.manager import load_checkpoint
 from kiln.config.loader import load_config
 from kiln.config.schema import KilnConfig
 from kiln.distributed.env import launch_env
-from kiln.distributed.group import all_gather_object, broadcast_object, setup
+from kiln.distributed.group import all_gather_object, broadcast_object
 from kiln.errors import CheckpointError, DistributedError, KilnError
 from kiln.runs.layout import RunPaths
+from kiln.train.ranks.group import join_group
 from kiln.train.resume import ResumePlan, plan_resume, resolve_run_dir
 
 
@@ -33,7 +34,7 @@ def agreed_resume_plan(
         return plan_resume(path, overrides, allow_config_change)
     run_dir = resolve_run_dir(path)
     config = load_config(RunPaths(run_dir).config, overrides)
-    w = setup(config.distributed, config.run.device)  # the run's own timeout and backend
+    w = join_group(config.distributed, config.run.device)  # the run's own timeout and backend
     if not w.distributed:
         return plan_resume(path, overrides, allow_config_change)
     decision: dict[str, Any] = {"checkpoint": None, "finished": None, "error": None}

@@ -1,8 +1,8 @@
 """Metrics that are true averages over the whole job, not over one rank's shard.
 
-Meters keep *sums* and a count (see ``kiln.tasks.meters``); summing those over ranks and only then
-dividing gives the exact global mean, which averaging each rank's mean would not when the
-ranks saw different numbers of samples (the last batch, an uneven validation shard).
+Meters keep *sums* and a count (see ``kiln.tasks.meters``); ``kiln.distributed.reductions`` sums
+those over ranks before dividing, which gives the exact global mean. Here a task's meters are
+wrapped so the trainer's metrics are the job's, and evaluation loaders read this rank's shard.
 """
 
 from __future__ import annotations
@@ -12,37 +12,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from kiln.distributed.group import all_gather_object, world
+from kiln.checkpoint.manager import to_cpu
+from kiln.data.loader import make_loader
+from kiln.distributed.group import world
+from kiln.distributed.reductions import reduce_state
+from kiln.distributed.sampler import ShardSampler
 from kiln.tasks.base import Meter, Task
-
-
-def reduce_state(state: dict[str, Any]) -> dict[str, Any]:
-    """Sum every number and tensor of a meter's state over ranks (one small collective).
-
-    States are gathered whole rather than all-reduced as one flat tensor, because a rank that saw
-    no sample (an empty validation shard) has no sums yet: a key missing on a rank counts as 0.
-    Summing in rank order on every rank gives bit-identical totals everywhere.
-    Non-numeric leaves (bools, strings) describe the meter, not data: rank 0's are kept.
-    """
-    from kiln.checkpoint.manager import to_cpu
-
-    states = all_gather_object(to_cpu(state))
-    total = states[0]
-    for other in states[1:]:
-        total = _add(total, other)
-    return dict(total)
-
-
-def _add(a: Any, b: Any) -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return {k: _add(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a
-    if isinstance(a, (Tensor, int, float)) and isinstance(b, (Tensor, int, float)):
-        return a + b
-    return a
 
 
 class ReducingMeter:
@@ -68,7 +45,7 @@ class ReducingMeter:
         return int(getattr(self.inner, "count", 0))
 
     def compute(self) -> dict[str, float]:
-        total = reduce_state(self.inner.state_dict())
+        total = reduce_state(to_cpu(self.inner.state_dict()))
         merged = self.factory()
         merged.load_state_dict(total)
         self._global_count = int(total.get("count", 0))
@@ -76,7 +53,7 @@ class ReducingMeter:
 
     def state_dict(self) -> dict[str, Any]:
         """The job's sums: a checkpoint holds them once, on rank 0's side (see load_state_dict)."""
-        return reduce_state(self.inner.state_dict())
+        return reduce_state(to_cpu(self.inner.state_dict()))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Rank 0 takes the saved job-wide sums, the others start from zero: the next reduction
@@ -112,26 +89,10 @@ class ReducingTask:
         return self.inner.predict(outputs)
 
 
-class ShardSampler(Sampler[int]):
-    """Rank r evaluates samples r, r+W, r+2W...: no padding and no duplicates, so the reduced
-    sums cover every sample exactly once."""
-
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, size, world_size))
-
-    def __iter__(self) -> Any:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 def shard_loader(loader: DataLoader[Any] | None) -> DataLoader[Any] | None:
     """The same evaluation loader, reading only this rank's shard (unchanged for one process)."""
     w = world()
     if loader is None or not w.distributed:
         return loader
-    from kiln.train.setup import make_loader
-
     sampler = ShardSampler(len(loader.dataset), w.rank, w.size)  # type: ignore[arg-type]
     return make_loader(loader.dataset, loader.batch_size or 1, loader.num_workers, sampler)

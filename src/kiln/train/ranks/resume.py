@@ -12,8 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from kiln.distributed.group import world
-from kiln.distributed.rng import restore_own, saved_world_size
-from kiln.distributed.scaling import batch_plan
+from kiln.train.ranks.rng import restore_own, saved_world_size
+from kiln.train.ranks.scaling import batch_plan
 
 if TYPE_CHECKING:
     from kiln.train.setup import Components
