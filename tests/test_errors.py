@@ -72,3 +72,30 @@ def test_an_unknown_split_is_a_usage_error_listing_the_splits(trained_run: Path)
         "unknown split 'tset' to evaluate on\n  field: split\n  allowed: train, val, test"
     )
     assert info.value.received == "tset"
+
+
+def test_every_public_error_is_exported_from_kiln_errors_and_crosses_a_process_whole() -> None:
+    import kiln.errors
+    from kiln.serve.inputs import InputError
+    from kiln.sweep.objective import MetricNotFound, TrialInterrupted
+    from kiln.train.trainer import TrainingInterrupted
+
+    # the old homes re-export the very same classes
+    assert (InputError, MetricNotFound, TrialInterrupted, TrainingInterrupted) == (
+        kiln.errors.InputError, kiln.errors.MetricNotFound, kiln.errors.TrialInterrupted,
+        kiln.errors.TrainingInterrupted)
+    errors = [getattr(kiln.errors, name) for name in kiln.errors.__all__]
+    classes = [e for e in errors if isinstance(e, type)]
+    assert all(issubclass(c, KilnError) for c in classes)
+    assert {c.__name__ for c in classes} >= {
+        "TrainingInterrupted", "TrialInterrupted", "MetricNotFound", "InputError", "RunError", "PathError"}
+    stopped = kiln.errors.TrainingInterrupted(
+        "SIGTERM received: stopped", 143, run_dir=Path("runs/a"), checkpoint=Path("runs/a/checkpoints/c"),
+        signal="SIGTERM", global_step=95, epoch=2, batch_in_epoch=7)
+    for err in (stopped, kiln.errors.TrialInterrupted(2), kiln.errors.InputError(413, "too big"),
+                kiln.errors.MetricNotFound("val_acc", ["val_accuracy"]), MissingExtraError("onnx", "export")):
+        copy = pickle.loads(pickle.dumps(err))
+        assert (type(copy), str(copy), copy.__dict__) == (type(err), str(err), err.__dict__)
+    assert (stopped.exit_code, stopped.signal, stopped.global_step, stopped.epoch) == (143, "SIGTERM", 95, 2)
+    assert str(kiln.errors.TrialInterrupted(2)) == "SIGINT received before the trial started"
+    assert kiln.errors.TrialInterrupted(2).exit_code == 130

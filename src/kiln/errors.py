@@ -29,7 +29,9 @@ Exit codes of the ``kiln`` command, carried by each class as ``exit_code``:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import signal as _signal
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -39,14 +41,19 @@ __all__ = [
     "DataError",
     "DistributedError",
     "ExportError",
+    "InputError",
     "KilnError",
+    "MetricNotFound",
     "MissingExtraError",
     "ModelError",
     "PathError",
     "RegistryError",
+    "RunError",
     "ServeError",
     "SweepError",
     "TrackingError",
+    "TrainingInterrupted",
+    "TrialInterrupted",
     "UsageError",
     "exception_line",
     "require_extra",
@@ -82,6 +89,12 @@ class KilnError(Exception):
 
     def __str__(self) -> str:
         return self.format()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__: subclasses take other arguments than ``args`` holds
+        # (TrainingInterrupted's exit code, TrialInterrupted's signal number), and an error that
+        # crosses a process (a sweep worker, a rank) must arrive whole.
+        return (_restore, (type(self), self.args, self.__dict__))
 
     def format(self) -> str:
         """The message, then one indented ``name: value`` line for each detail that was given."""
@@ -151,6 +164,69 @@ class ServeError(KilnError):
     """The model server cannot start with what it was given."""
 
 
+class RunError(KilnError):
+    """A record of a run directory (summary.json, environment.json, ...) is there but unreadable:
+    not JSON, not an object, or not what kiln writes. Exit 1, like a corrupt checkpoint."""
+
+
+class InputError(ServeError):
+    """A request the model server refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MetricNotFound(ConfigError):
+    """A sweep's metric is not one its runs produce: a mistake in the sweep file."""
+
+    def __init__(self, metric: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"the sweep's metric {metric!r} is not produced by these runs; they have: "
+            f"{', '.join(available)}. Set `metric:` in the sweep file to one of them."
+        )
+        self.metric = metric
+        self.available = list(available)
+
+
+class TrainingInterrupted(KilnError):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was written; exit code 130 or 143.
+
+    Its fields say where the run stopped, for programs (a sweep records them; ``kiln.resume``
+    takes ``run_dir``) without parsing the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        exit_code: int,
+        *,
+        run_dir: Path | None = None,
+        checkpoint: Path | None = None,
+        signal: str = "",
+        global_step: int = 0,
+        epoch: int | None = None,
+        batch_in_epoch: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.run_dir = run_dir  # what ``kiln resume`` (or ``kiln.resume``) takes
+        self.checkpoint = checkpoint  # None when checkpointing is off: nothing to resume from
+        self.signal = signal  # "SIGINT" or "SIGTERM"
+        self.global_step = global_step  # optimizer steps taken when the run stopped
+        self.epoch = epoch  # the epoch it stopped in (1-based), when known
+        self.batch_in_epoch = batch_in_epoch  # batches of that epoch done, when known
+
+
+class TrialInterrupted(KilnError):
+    """A signal stopped a sweep while a trial was being prepared (nothing to checkpoint yet)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = _signal.Signals(signum).name
+        super().__init__(f"{self.signal} received before the trial started")
+        self.exit_code = 128 + signum
+
+
 class MissingExtraError(KilnError):
     """An optional dependency is not installed; the message names the extra to install."""
 
@@ -161,6 +237,13 @@ class MissingExtraError(KilnError):
         )
         self.module = module
         self.extra = extra
+
+
+def _restore(cls: type[KilnError], args: tuple[Any, ...], state: dict[str, Any]) -> KilnError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 def exception_line(exc: BaseException) -> str:

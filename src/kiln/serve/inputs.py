@@ -23,20 +23,12 @@ from typing import Any
 import numpy as np
 
 from kiln.data.spec import DataSpec
-from kiln.errors import ServeError
+from kiln.errors import InputError as InputError  # its home; imported from here too
 from kiln.serve.backends import Array
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_IMAGE_PIXELS = 4096 * 4096  # decoding a larger upload would cost hundreds of MB per request
-
-
-class InputError(ServeError):
-    """A request the server refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Preprocessor:

@@ -64,7 +64,7 @@ class StopSignals:
 
 def run_worker(ctx: SweepContext, worker: int = 0, echo: Callable[[str], None] = print) -> int:
     """Run trials until the study's budget is used up; the exit code (0, or 130/143 on a signal)."""
-    from kiln.train.trainer import TrainingInterrupted
+    from kiln.errors import TrainingInterrupted
 
     require_optuna()
     with quiet_optuna():

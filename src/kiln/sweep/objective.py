@@ -12,13 +12,14 @@ old run directory and resumes it from its newest checkpoint (exactly, as ``kiln 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.errors import ConfigError, KilnError, SweepError
+from kiln.errors import KilnError, SweepError, TrainingInterrupted
+from kiln.errors import MetricNotFound as MetricNotFound  # re-exported: its old home
+from kiln.errors import TrialInterrupted as TrialInterrupted  # re-exported: its old home
 from kiln.sweep.context import SweepContext
 from kiln.sweep.trials import conflict
 from kiln.train.callback import Callback
@@ -40,14 +41,6 @@ class TrialSkipped(Exception):
     """The trial was not trained (a duplicate grid point, or over the budget)."""
 
 
-class TrialInterrupted(KilnError):
-    """A signal stopped the sweep while this trial was being prepared (nothing to checkpoint)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"{signal.Signals(signum).name} received before the trial started")
-        self.exit_code = 128 + signum
-
-
 class Objective:
     """Called by ``study.optimize`` once per trial; returns the metric of the trained run."""
 
@@ -61,8 +54,6 @@ class Objective:
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         import optuna
-
-        from kiln.train.trainer import TrainingInterrupted
 
         self.last_number = trial.number
         trial.set_user_attr("status", "running")
@@ -167,16 +158,6 @@ def model_epoch(result: FitResult) -> tuple[int, dict[str, float]]:
     if restored is not None and best.get("epoch") == restored:
         return int(restored), dict(best["metrics"])
     return int(summary.get("epochs_trained") or 0), dict(result.metrics)
-
-
-class MetricNotFound(ConfigError):
-    """The sweep's metric is not one the runs produce: a mistake in the sweep file."""
-
-    def __init__(self, metric: str, available: list[str]) -> None:
-        super().__init__(
-            f"the sweep's metric {metric!r} is not produced by these runs; they have: "
-            f"{', '.join(available)}. Set `metric:` in the sweep file to one of them."
-        )
 
 
 class SweepCallback(Callback):

@@ -20,7 +20,7 @@ from torch import nn
 from kiln.config.schema import KilnConfig
 from kiln.data.spec import DataBundle
 from kiln.distributed import all_reduce_max
-from kiln.errors import KilnError
+from kiln.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its old home
 from kiln.train.callback import Callback, overrides
 from kiln.train.denormals import flushing_denormals
 from kiln.train.evaluate import autocast, evaluate
@@ -43,27 +43,6 @@ class FitResult:
     metrics: dict[str, float]  # the last epoch's metrics
     test_metrics: dict[str, float]
     summary: dict[str, Any]
-
-
-class TrainingInterrupted(KilnError):
-    """SIGINT or SIGTERM stopped the run after a checkpoint was written; exit code 130 or 143."""
-
-    def __init__(
-        self,
-        message: str,
-        exit_code: int,
-        *,
-        run_dir: Path | None = None,
-        checkpoint: Path | None = None,
-        signal: str = "",
-        global_step: int = 0,
-    ) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.run_dir = run_dir  # what ``kiln resume`` (or ``kiln.resume``) takes
-        self.checkpoint = checkpoint  # None when checkpointing is off: nothing to resume from
-        self.signal = signal  # "SIGINT" or "SIGTERM"
-        self.global_step = global_step  # optimizer steps taken when the run stopped
 
 
 class Trainer:
