@@ -50,12 +50,17 @@ def import_object(path: str, what: str = "object") -> Any:
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One catalog entry: a name, a one-line description and a factory (or its import path)."""
+    """One catalog entry: a name, a one-line description and a factory (or its import path).
+
+    ``options`` is the entry's own options model (a pydantic model: its fields, defaults and
+    descriptions are the knobs the factory reads); the factory receives a validated instance.
+    """
 
     name: str
     description: str
     factory: Callable[..., T] | str
     params: tuple[str, ...] = ()  # the config knobs this entry reads
+    options: type[Any] | None = None
 
     def load(self) -> Callable[..., T]:
         if isinstance(self.factory, str):
@@ -83,6 +88,7 @@ class Catalog(Generic[T]):
         factory: Callable[..., T] | str,
         description: str = "",
         params: tuple[str, ...] = (),
+        options: type[Any] | None = None,
     ) -> None:
         if name in self._entries:
             raise ConfigError(
@@ -90,7 +96,7 @@ class Catalog(Generic[T]):
                 hint="register yours under another name, or skip registering and name it by its "
                      "import path in the config (target: package.module:attr)",
             )
-        self._entries[name] = Entry(name, description, factory, params)
+        self._entries[name] = Entry(name, description, factory, params, options)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
