@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from kiln.config.schema import DataConfig, SyntheticConfig
+from kiln.config.data_options import SyntheticConfig, SyntheticOptions, TargetData
 from kiln.data import DataBundle, DataSpec, build_data, check_bundle
 from kiln.errors import ConfigError, DataError
 
@@ -50,20 +50,20 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 def test_catalog_dataset_is_built_by_name() -> None:
     bundle = build_data(
-        DataConfig(name="synthetic", synthetic=SyntheticConfig(n_samples=50)), seed=0
+        SyntheticOptions(synthetic=SyntheticConfig(n_samples=50)), seed=0
     )
     assert isinstance(bundle, DataBundle) and bundle.spec.name == "synthetic"
 
 
 def test_user_target_is_called_with_options(user_module: str) -> None:
-    cfg = DataConfig(target=f"{user_module}:build", options={"n": 6, "width": 4})
+    cfg = TargetData(target=f"{user_module}:build", options={"n": 6, "width": 4})
     bundle = build_data(cfg, seed=0)
     assert bundle.spec.name == "mine" and len(bundle.train) == 6  # type: ignore[arg-type]
     assert bundle.train[0][0].shape == (4,)
 
 
 def test_user_target_returning_something_else_is_a_data_error(user_module: str) -> None:
-    cfg = DataConfig(target=f"{user_module}:not_a_bundle")
+    cfg = TargetData(target=f"{user_module}:not_a_bundle")
     with pytest.raises(
         DataError, match=r"not_a_bundle' returned dict .*expected kiln\.data\.DataBundle"
     ):
@@ -71,24 +71,24 @@ def test_user_target_returning_something_else_is_a_data_error(user_module: str) 
 
 
 def test_options_that_do_not_fit_the_builder_are_a_config_error(user_module: str) -> None:
-    cfg = DataConfig(target=f"{user_module}:build", options={"rows": 5})
+    cfg = TargetData(target=f"{user_module}:build", options={"rows": 5})
     with pytest.raises(ConfigError, match=r"data\.options .*rows.* do not fit .*\(n=8, width=3"):
         build_data(cfg, seed=0)
 
 
 def test_unimportable_target_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot import module 'no_such_module_xyz'"):
-        build_data(DataConfig(target="no_such_module_xyz:build"), seed=0)
+        build_data(TargetData(target="no_such_module_xyz:build"), seed=0)
 
 
 def test_bundles_that_break_the_contract_are_data_errors(user_module: str) -> None:
-    wrong_shape = DataConfig(target=f"{user_module}:build", options={"shape": (1, 3)})
+    wrong_shape = TargetData(target=f"{user_module}:build", options={"shape": (1, 3)})
     with pytest.raises(
         DataError, match=r"train\[0\] input is \[3\]; spec.input_shape says \[1, 3\]"
     ):
         build_data(wrong_shape, seed=0)
     with pytest.raises(DataError, match="train is empty"):
-        build_data(DataConfig(target=f"{user_module}:empty"), seed=0)
+        build_data(TargetData(target=f"{user_module}:empty"), seed=0)
 
 
 def test_every_spec_problem_is_reported_at_once() -> None:

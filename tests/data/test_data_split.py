@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kiln.config.schema import DataConfig
+from kiln.config.data_options import DigitsOptions
 from kiln.data.spec import DataSpec
 from kiln.data.split import carve, fit_normalization, make_bundle, split_data
 from kiln.errors import DataError
@@ -40,7 +40,7 @@ def test_carve_takes_at_least_one_sample_and_refuses_to_take_all() -> None:
 
 def test_splits_add_up_and_only_validation_depends_on_the_seed() -> None:
     x, y = _data()
-    cfg = DataConfig(val_fraction=0.2, test_fraction=0.1)
+    cfg = DigitsOptions(val_fraction=0.2, test_fraction=0.1)
     a, b = split_data(x, y, cfg, seed=0), split_data(x, y, cfg, seed=1)
     assert (len(_ids(a.train)), len(_ids(a.val)), len(_ids(a.test))) == (72, 18, 10)
     assert sorted(_ids(a.train) + _ids(a.val) + _ids(a.test)) == list(range(100))
@@ -52,24 +52,24 @@ def test_splits_add_up_and_only_validation_depends_on_the_seed() -> None:
 def test_given_splits_are_not_carved() -> None:
     x, y = _data()
     val, test = _data(7), _data(5)
-    s = split_data(x, y, DataConfig(val_fraction=0.5, test_fraction=0.5), 0, val=val, test=test)
+    s = split_data(x, y, DigitsOptions(val_fraction=0.5, test_fraction=0.5), 0, val=val, test=test)
     assert _ids(s.train) == list(range(100))
     assert s.val is val and s.test is test
 
 
 def test_subset_keeps_the_first_training_samples_after_the_val_carve() -> None:
     x, y = _data()
-    full = split_data(x, y, DataConfig(val_fraction=0.2, test_fraction=0.0), seed=0)
-    sub = split_data(x, y, DataConfig(val_fraction=0.2, test_fraction=0.0, subset=10), seed=0)
+    full = split_data(x, y, DigitsOptions(val_fraction=0.2, test_fraction=0.0), seed=0)
+    sub = split_data(x, y, DigitsOptions(val_fraction=0.2, test_fraction=0.0, subset=10), seed=0)
     assert _ids(sub.train) == _ids(full.train)[:10]
     assert _ids(sub.val) == _ids(full.val)
     with pytest.raises(DataError, match=r"data.subset=81 but the training split has only 80"):
-        split_data(x, y, DataConfig(val_fraction=0.2, test_fraction=0.0, subset=81), seed=0)
+        split_data(x, y, DigitsOptions(val_fraction=0.2, test_fraction=0.0, subset=81), seed=0)
 
 
 def test_normalization_uses_training_statistics_only() -> None:
     x, y = _data()
-    cfg = DataConfig(val_fraction=0.2, test_fraction=0.2)
+    cfg = DigitsOptions(val_fraction=0.2, test_fraction=0.2)
     raw = split_data(x, y, cfg, 0)
     assert raw.test is not None
     spec = DataSpec(name="ids", task="classification", input_shape=(1,), num_classes=3)
@@ -96,7 +96,7 @@ def test_per_feature_statistics_leave_constant_features_finite() -> None:
 def test_no_normalization_leaves_inputs_and_spec_untouched() -> None:
     x, y = _data(20)
     spec = DataSpec(name="ids", task="classification", input_shape=(1,), num_classes=3)
-    cfg = DataConfig(normalize=False, val_fraction=0.0, test_fraction=0.0)
+    cfg = DigitsOptions(normalize=False, val_fraction=0.0, test_fraction=0.0)
     bundle = make_bundle(x, y, cfg, 0, spec)
     assert torch.equal(bundle.train.tensors[0], x)  # type: ignore[attr-defined]
     assert bundle.spec.mean == () and bundle.val is None and bundle.test is None

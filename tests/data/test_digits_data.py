@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from kiln.config.schema import DataConfig
+from kiln.config.data_options import DigitsOptions
 from kiln.data.digits import build
 
 N_DIGITS = 1797  # samples in sklearn.datasets.load_digits
@@ -17,7 +17,7 @@ def _tensors(ds: object) -> tuple[torch.Tensor, ...]:
 
 
 def test_digits_spec_shapes_and_dtypes() -> None:
-    bundle = build(DataConfig(), seed=0)
+    bundle = build(DigitsOptions(), seed=0)
     assert bundle.spec.input_shape == (1, 8, 8)
     assert bundle.spec.num_classes == 10 and bundle.spec.task == "classification"
     assert bundle.spec.class_names == tuple("0123456789")
@@ -28,7 +28,7 @@ def test_digits_spec_shapes_and_dtypes() -> None:
 
 
 def test_digits_splits_add_up_and_are_deterministic_for_a_seed() -> None:
-    cfg = DataConfig(val_fraction=0.1, test_fraction=0.2)
+    cfg = DigitsOptions(val_fraction=0.1, test_fraction=0.2)
     a, b, other = build(cfg, seed=7), build(cfg, seed=7), build(cfg, seed=8)
     assert len(a.test) == round(N_DIGITS * 0.2)  # type: ignore[arg-type]
     assert len(a.train) + len(a.val) + len(a.test) == N_DIGITS  # type: ignore[arg-type]
@@ -41,7 +41,7 @@ def test_digits_splits_add_up_and_are_deterministic_for_a_seed() -> None:
 
 
 def test_digits_without_normalization_are_scaled_to_unit_range() -> None:
-    bundle = build(DataConfig(normalize=False, subset=100), seed=0)
+    bundle = build(DigitsOptions(normalize=False, subset=100), seed=0)
     x, _ = _tensors(bundle.train)
     assert len(x) == 100
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.config.schema import DataConfig
+from kiln.config.data_options import FashionMnistOptions, MnistOptions
 from kiln.data import mnist
 from kiln.data.mnist import (
     FILES,
@@ -92,7 +92,7 @@ def _write_dataset(directory: Path, n_train: int = 40, n_test: int = 10, gz: boo
 @pytest.mark.parametrize("gz", [True, False])
 def test_build_mnist_reads_the_four_files(tmp_path: Path, gz: bool) -> None:
     _write_dataset(tmp_path, gz=gz)
-    bundle = build_mnist(DataConfig(name="mnist", path=tmp_path, val_fraction=0.25), seed=0)
+    bundle = build_mnist(MnistOptions(path=tmp_path, val_fraction=0.25), seed=0)
     assert bundle.spec.input_shape == (1, 28, 28) and bundle.spec.class_names == tuple("0123456789")
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 10, 10)  # type: ignore[arg-type]
     x, y = bundle.test[0]  # type: ignore[index]
@@ -104,7 +104,7 @@ def test_build_mnist_reads_the_four_files(tmp_path: Path, gz: bool) -> None:
 
 def test_fashion_mnist_names_its_classes(tmp_path: Path) -> None:
     _write_dataset(tmp_path)
-    bundle = build_fashion_mnist(DataConfig(name="fashion_mnist", path=tmp_path), seed=0)
+    bundle = build_fashion_mnist(FashionMnistOptions(path=tmp_path), seed=0)
     assert len(bundle.spec.class_names) == 10
     assert (
         bundle.spec.class_names[0] == "T-shirt/top" and bundle.spec.class_names[9] == "Ankle boot"
@@ -115,7 +115,7 @@ def test_missing_files_name_the_directory_the_files_and_the_fix(tmp_path: Path) 
     _write_dataset(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError) as info:
-        build_mnist(DataConfig(name="mnist", path=tmp_path), seed=0)
+        build_mnist(MnistOptions(path=tmp_path), seed=0)
     message = str(info.value)
     assert str(tmp_path) in message and "data.download=true" in message
     assert message.startswith("mnist: t10k-labels-idx1-ubyte not found")
@@ -124,17 +124,17 @@ def test_missing_files_name_the_directory_the_files_and_the_fix(tmp_path: Path) 
 
 def test_unset_path_says_to_set_data_path() -> None:
     with pytest.raises(DataError, match=r"set data\.path="):
-        build_mnist(DataConfig(name="mnist"), seed=0)
+        build_mnist(MnistOptions(), seed=0)
 
 
 def test_labels_out_of_range_or_mismatched_are_data_errors(tmp_path: Path) -> None:
     _write_dataset(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, 12, dtype=np.uint8))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz holds labels outside 0\.\.9"):
-        build_mnist(DataConfig(name="mnist", path=tmp_path), seed=0)
+        build_mnist(MnistOptions(path=tmp_path), seed=0)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(9, dtype=np.uint8))
     with pytest.raises(DataError, match=r"one label per image .* \(10\); got shape \[9\]"):
-        build_mnist(DataConfig(name="mnist", path=tmp_path), seed=0)
+        build_mnist(MnistOptions(path=tmp_path), seed=0)
 
 
 def _mirror(tmp_path: Path, md5: dict[str, str] | None = None) -> Source:
@@ -152,7 +152,7 @@ def test_download_falls_back_to_the_next_mirror_and_renames_complete_files(
 ) -> None:
     monkeypatch.setattr(mnist, "MNIST", _mirror(tmp_path))
     target = tmp_path / "data"
-    bundle = build_mnist(DataConfig(name="mnist", path=target, download=True), seed=0)
+    bundle = build_mnist(MnistOptions(path=target, download=True), seed=0)
     assert len(bundle.test) == 10  # type: ignore[arg-type]
     assert sorted(p.name for p in target.iterdir()) == sorted(f"{stem}.gz" for stem in FILES)
 
@@ -164,5 +164,5 @@ def test_download_with_a_wrong_checksum_keeps_nothing(
     monkeypatch.setattr(mnist, "MNIST", _mirror(tmp_path, md5=wrong))
     target = tmp_path / "data"
     with pytest.raises(DataError, match=r"could not download train-images.*does not match"):
-        build_mnist(DataConfig(name="mnist", path=target, download=True), seed=0)
+        build_mnist(MnistOptions(path=target, download=True), seed=0)
     assert list(target.iterdir()) == []  # no .part file, no unverified file

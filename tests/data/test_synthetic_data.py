@@ -8,15 +8,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from kiln.config.schema import DataConfig, SyntheticConfig
+from kiln.config.data_options import SyntheticConfig, SyntheticOptions
 from kiln.data.synthetic import build
 from kiln.errors import ConfigError
 
 
-def _cfg(**synthetic: Any) -> DataConfig:
-    return DataConfig(
-        name="synthetic", synthetic=SyntheticConfig(**{"n_samples": 400, **synthetic})
-    )
+def _cfg(**synthetic: Any) -> SyntheticOptions:
+    return SyntheticOptions(synthetic=SyntheticConfig(**{"n_samples": 400, **synthetic}))
 
 
 def _tensors(ds: object) -> tuple[torch.Tensor, ...]:

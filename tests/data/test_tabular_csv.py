@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from kiln.config.schema import DataConfig
+from kiln.config.data_options import CsvOptions
 from kiln.data.tabular import build
 from kiln.errors import DataError
 
@@ -21,7 +21,7 @@ def _csv(path: Path, header: str, rows: list[str]) -> Path:
 
 def _build(path: Path, **kwargs: Any) -> Any:
     options = {"val_fraction": 0.0, "test_fraction": 0.0, **kwargs}
-    return build(DataConfig(name="csv", path=path, **options), seed=0)
+    return build(CsvOptions(path=path, **options), seed=0)
 
 
 def _tensors(ds: object) -> tuple[torch.Tensor, ...]:
@@ -81,7 +81,7 @@ def test_explicit_val_and_test_files_replace_the_fractions(tmp_path: Path) -> No
     val = _csv(tmp_path / "val.csv", header, ["1,a", "2,b", "3,c"])  # c appears only here
     test = _csv(tmp_path / "test.csv", header, ["4,b"])
     bundle = build(
-        DataConfig(name="csv", path=train, val_path=val, test_path=test, val_fraction=0.5), seed=0
+        CsvOptions(path=train, val_path=val, test_path=test, val_fraction=0.5), seed=0
     )
     sizes = [len(_tensors(split)[0]) for split in (bundle.train, bundle.val, bundle.test)]
     assert sizes == [20, 3, 1]
@@ -124,4 +124,4 @@ def test_malformed_files_and_impossible_tasks_are_data_errors(tmp_path: Path) ->
     with pytest.raises(DataError, match="cannot read CSV file"):
         _build(tmp_path / "absent.csv")
     with pytest.raises(DataError, match=r"set data\.path"):
-        build(DataConfig(name="csv"), seed=0)
+        build(CsvOptions(), seed=0)

@@ -316,14 +316,14 @@ def test_a_finisher_still_at_work_is_taken_over_after_wait(tmp_path: Path, store
 
 
 def test_a_model_is_logged_once_and_a_complete_one_is_left_alone(tmp_path: Path, store: str) -> None:
-    from kiln.config.schema import ModelConfig
+    from kiln.config import parse_model_config
     from kiln.data.spec import DataSpec
     from kiln.models.build import build_model
     from kiln.models.package import save_model_package
 
     run_dir = make_run(tmp_path)
     spec = DataSpec("digits", "classification", (4,), 3, ("a", "b", "c"))
-    model_cfg = ModelConfig.model_validate({"name": "mlp", "hidden": [2]})
+    model_cfg = parse_model_config({"name": "mlp", "hidden": [2]})
     save_model_package(run_dir / "models", build_model(model_cfg, spec), model_cfg, spec, {})
     report = sync.sync_run(run_dir, uri=store)
     assert (report.model_logged, report.metrics_sent) == (True, 8)

@@ -1,47 +1,55 @@
-"""The dataset and model catalogs: names, import paths and the knobs each entry reads.
+"""The dataset and model catalogs: names, import paths and the options model of each entry.
 
-They live at the config's level, not in ``kiln.data``/``kiln.models``, because the config validates
-``data.name`` and ``model.name`` against them while data and models sit above the config (they read
-its schema). Entries are ``package.module:attr`` strings, so holding them here imports nothing of
-data or models; ``kiln.data.catalog.DATASETS`` and ``kiln.models.catalog.MODELS`` are these very
-objects, typed with what their factories build, and adding an entry means registering it here.
+They live at the config's level, not in ``kiln.data``/``kiln.models``, because the config is built
+from them: each entry's options model (``kiln.config.model_options``, ``data_options``) is one
+member of the ``model``/``data`` union, chosen by ``name`` (``kiln.config.entries``). Factories are
+``package.module:attr`` strings, so holding them here imports nothing of data or models;
+``kiln.data.catalog.DATASETS`` and ``kiln.models.catalog.MODELS`` are these very objects, typed
+with what their factories build.
 
-Every dataset factory has the signature ``build(cfg: DataConfig, seed: int) -> DataBundle``; every
-model factory ``build(cfg: ModelConfig, spec: DataSpec) -> nn.Module``.
+Adding an entry is one module (its factory) plus one registration here, with its options model.
+Every dataset factory has the signature ``build(options: <its options>, seed: int) -> DataBundle``;
+every model factory ``build(options: <its options>, spec: DataSpec) -> nn.Module``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from kiln.catalog import Catalog
+from kiln.config import data_options as data
+from kiln.config import model_options as model
+
+
+def knobs(options: type[BaseModel]) -> tuple[str, ...]:
+    """The keys an options model takes besides ``name``: what the entry's factory reads."""
+    return tuple(key for key in options.model_fields if key != "name")
+
+
+def _register(catalog: Catalog[Any], name: str, factory: str, options: type[BaseModel], about: str) -> None:
+    catalog.register(name, factory, about, knobs(options), options)
+
 
 DATASETS: Catalog[Any] = Catalog("dataset")
-DATASETS.register("digits", "kiln.data.digits:build", "scikit-learn's bundled 8x8 digits (no download)")
-DATASETS.register("mnist", "kiln.data.mnist:build_mnist", "MNIST IDX files from data.path")
-DATASETS.register(
-    "fashion_mnist", "kiln.data.mnist:build_fashion_mnist", "Fashion-MNIST IDX files from data.path"
-)
-DATASETS.register("csv", "kiln.data.tabular:build", "a CSV file with a target column")
-DATASETS.register("synthetic", "kiln.data.synthetic:build", "deterministic generated data")
-DATASETS.register("text", "kiln.data.text:build", "a UTF-8 text file for character-level language modeling")
+_register(DATASETS, "digits", "kiln.data.digits:build", data.DigitsOptions,
+          "scikit-learn's bundled 8x8 digits (no download)")
+_register(DATASETS, "mnist", "kiln.data.mnist:build_mnist", data.MnistOptions,
+          "MNIST IDX files from data.path")
+_register(DATASETS, "fashion_mnist", "kiln.data.mnist:build_fashion_mnist", data.FashionMnistOptions,
+          "Fashion-MNIST IDX files from data.path")
+_register(DATASETS, "csv", "kiln.data.tabular:build", data.CsvOptions,
+          "a CSV file with a target column")
+_register(DATASETS, "synthetic", "kiln.data.synthetic:build", data.SyntheticOptions,
+          "deterministic generated data")
+_register(DATASETS, "text", "kiln.data.text:build", data.TextOptions,
+          "a UTF-8 text file for character-level language modeling")
 
 MODELS: Catalog[Any] = Catalog("model")
-MODELS.register(
-    "mlp",
-    "kiln.models.mlp:build",
-    "flatten, dense hidden layers, output layer",
-    ("hidden", "dropout", "activation", "batch_norm"),
-)
-MODELS.register(
-    "cnn",
-    "kiln.models.cnn:build",
-    "conv blocks ('valid' padding) with pooling, then dense layers",
-    ("filters", "kernel_size", "pool", "conv_dropout", "hidden", "dropout", "activation", "batch_norm"),
-)
-MODELS.register(
-    "transformer",
-    "kiln.models.transformer:build",
-    "decoder-only transformer over token ids (causal fused attention), for language modeling",
-    ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "block_size", "tie_weights"),
-)
+_register(MODELS, "mlp", "kiln.models.mlp:build", model.MlpOptions,
+          "flatten, dense hidden layers, output layer")
+_register(MODELS, "cnn", "kiln.models.cnn:build", model.CnnOptions,
+          "conv blocks ('valid' padding) with pooling, then dense layers")
+_register(MODELS, "transformer", "kiln.models.transformer:build", model.TransformerOptions,
+          "decoder-only transformer over token ids (causal fused attention), for language modeling")

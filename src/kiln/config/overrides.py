@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from kiln.config.entries import SECTIONS
 from kiln.errors import ConfigError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -55,9 +56,17 @@ def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def apply_overrides(raw: dict[str, Any], pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    """Set each dotted key in a nested dict, creating sections as needed (later pairs win)."""
+    """Set each dotted key in a nested dict, creating sections as needed (later pairs win).
+
+    ``model.name``/``model.target`` (``data.*`` alike) naming another entry switch the section:
+    the keys the new entry does not take are dropped first (``kiln.config.entries``).
+    """
     for key, value in pairs:
         *parents, leaf = key.split(".")
+        union = SECTIONS.get(parents[0]) if len(parents) == 1 and leaf in ("name", "target") else None
+        if union is not None and isinstance(raw.get(parents[0]), dict):
+            section = raw[parents[0]]
+            raw[parents[0]] = union.switched(section, {**section, leaf: value})
         node = raw
         for part in parents:
             child = node.get(part)

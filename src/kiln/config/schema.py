@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, SerializeAsAny, WrapValidator
 
-# The catalogs, not kiln.data/kiln.models: those sit above the config (see kiln.config.catalogs).
-from kiln.config.catalogs import DATASETS, MODELS
+from kiln.config.data_options import DataConfig, DigitsOptions
+from kiln.config.entries import DATA, MODEL
+from kiln.config.model_options import MlpOptions, ModelConfig
+from kiln.config.section import Section
 
-_OWN = "; or set `target: package.module:attr` to use your own"
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+# `model:` and `data:` are unions on `name` of the catalog entries' options models (one per entry,
+# each with its own knobs, defaults and descriptions: kiln.config.model_options and data_options),
+# plus TargetModel/TargetData for your own code by import path; kiln.config.entries validates them
+# against the catalogs as they are when a config is validated. Typed as their bases: narrow with
+# isinstance to read an entry's own knobs. SerializeAsAny: a dump holds the entry's own keys.
+DataSection = Annotated[SerializeAsAny[DataConfig], WrapValidator(DATA.wrap), DATA]
+ModelSection = Annotated[SerializeAsAny[ModelConfig], WrapValidator(MODEL.wrap), MODEL]
 
 
 class RunConfig(Section):
@@ -37,73 +39,6 @@ class RunConfig(Section):
     # CPU: treat denormal floats (under 1.2e-38) as zero while training; late in a run Adam's
     # state decays into them and epochs slowed 3x (bench/README.md); zero trains as well
     flush_denormal: bool = True
-
-
-class SyntheticConfig(Section):
-    n_samples: int = Field(2000, gt=0)  # samples generated, before the splits are carved
-    input_shape: list[int] = Field(default_factory=lambda: [1, 28, 28])  # shape of one sample
-    num_classes: int = Field(10, ge=1)  # 1 means regression (one continuous target)
-    noise: float = Field(0.5, ge=0)  # std of Gaussian noise around each class prototype
-
-
-class TextConfig(Section):
-    block_size: int = Field(128, ge=1)  # characters per training window (the context length)
-    # where `data.download: true` fetches the file from when data.path is missing (users online)
-    url: str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-
-
-class DataConfig(Section):
-    name: str = "digits"  # a catalog dataset (see `kiln datasets`); a label when `target` is set
-    target: str | None = None  # your own dataset builder, "package.module:function"
-    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for `target`
-    path: Path | None = None  # mnist/fashion_mnist: directory of IDX files; csv: the file
-    download: bool = False  # mnist/fashion_mnist: download missing files into `path`
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # validation carved from train (run seed)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # test carved out where none ships (fixed seed)
-    subset: int | None = Field(None, gt=0)  # train on the first N training samples only
-    normalize: bool = True  # scale inputs (pixels to mean 0 / std 1 of the training split)
-    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
-    target_column: str = "target"  # csv: the column holding the label or value
-    # csv: auto infers; text: auto means language_modeling (next-character prediction)
-    task: Literal["auto", "classification", "binary", "regression", "language_modeling"] = "auto"
-    val_path: Path | None = None  # csv: an explicit validation file instead of val_fraction
-    test_path: Path | None = None  # csv: an explicit test file instead of test_fraction
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-    text: TextConfig = Field(default_factory=TextConfig)  # text: a UTF-8 file at data.path
-
-    @model_validator(mode="after")
-    def _check_name(self) -> DataConfig:
-        if self.target is None and self.name not in DATASETS:
-            raise ValueError(DATASETS.unknown_message(self.name) + _OWN)
-        if self.task == "language_modeling" and self.target is None and self.name != "text":
-            raise ValueError(f"data.task language_modeling needs data.name text, not {self.name!r}")
-        return self
-
-
-class ModelConfig(Section):
-    name: str = "mlp"  # a catalog model (see `kiln models`); a label when `target` is set
-    target: str | None = None  # your own nn.Module or factory, "package.module:attr"
-    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for `target`
-    hidden: list[int] = Field(default_factory=lambda: [128, 64])  # dense hidden layer widths
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout after each dense hidden layer
-    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"] = "relu"
-    filters: list[int] = Field(default_factory=lambda: [32])  # cnn: one conv block per entry
-    kernel_size: int = Field(3, ge=1)  # cnn: square kernel size
-    pool: Literal["max", "avg", "none"] = "max"  # cnn: 2x2 pooling after each conv block
-    conv_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # cnn: dropout after the conv blocks
-    batch_norm: bool = False  # batch norm after each conv / dense layer
-    d_model: int = Field(128, ge=1)  # transformer: width of token embeddings and residual stream
-    n_heads: int = Field(4, ge=1)  # transformer: attention heads (must divide d_model)
-    n_layers: int = Field(4, ge=1)  # transformer: decoder blocks
-    d_ff: int | None = Field(None, ge=1)  # transformer: MLP hidden width; null: 4 * d_model
-    block_size: int | None = Field(None, ge=1)  # transformer: longest context; null: data's
-    tie_weights: bool = True  # transformer: output layer shares the token embedding matrix
-
-    @model_validator(mode="after")
-    def _check_name(self) -> ModelConfig:
-        if self.target is None and self.name not in MODELS:
-            raise ValueError(MODELS.unknown_message(self.name) + _OWN)
-        return self
 
 
 class SchedulerConfig(Section):
@@ -234,8 +169,8 @@ class KilnConfig(Section):
     """The whole resolved config of one run."""
 
     run: RunConfig = Field(default_factory=RunConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataSection = Field(default_factory=DigitsOptions)  # see `kiln datasets`
+    model: ModelSection = Field(default_factory=MlpOptions)  # see `kiln models`
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -5,7 +5,7 @@ the dataset modules, which do, are imported only when a dataset is built.
 """
 
 from kiln.data.build import build_data, check_bundle
-from kiln.data.catalog import DATASETS
+from kiln.data.catalog import DATASETS, DatasetFactory
 from kiln.data.spec import DataBundle, DataSpec
 
-__all__ = ["DATASETS", "DataBundle", "DataSpec", "build_data", "check_bundle"]
+__all__ = ["DATASETS", "DataBundle", "DataSpec", "DatasetFactory", "build_data", "check_bundle"]

@@ -1,7 +1,9 @@
 """Build the data of a run: a catalog dataset, or the user's own builder, checked the same way.
 
 A user's builder is named by ``data.target`` ("package.module:function"), called with
-``data.options`` as keyword arguments, and must return a :class:`~kiln.data.spec.DataBundle`.
+``data.options`` as keyword arguments, and must return a :class:`~kiln.data.spec.DataBundle`. A
+target that is a ``kiln.catalog.Entry`` with an options model is called like a catalog entry:
+``build(options, seed)``, its options validated first.
 Every bundle is then checked here, so a wrong shape or an empty split fails before training
 starts, with a message naming the source, instead of as a shape error deep inside the model.
 
@@ -16,13 +18,15 @@ import math
 from collections.abc import Sized
 from typing import TYPE_CHECKING, Any
 
-from kiln.catalog import import_object
+from kiln.catalog import Entry, import_object
+from kiln.config.data_options import TargetData
+from kiln.config.loader import validate_options
 from kiln.data.catalog import DATASETS
 from kiln.data.spec import DataBundle, DataSpec
 from kiln.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import DataConfig
 
 _BUNDLE_HINT = (
     "expected kiln.data.DataBundle(train=..., val=... or None, test=... or None, "
@@ -36,17 +40,19 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     ``seed`` (the run seed) drives the validation carve and any generated data; test splits never
     depend on it.
     """
-    if cfg.target is None:
-        source = f"dataset {cfg.name!r}"
-        bundle: object = DATASETS.get(cfg.name)(cfg, seed)
-    else:
+    if isinstance(cfg, TargetData):
         source = f"data.target {cfg.target!r}"
-        bundle = _call_target(cfg.target, cfg.options, source)
+        bundle: object = _call_target(cfg.target, cfg.options, seed, source)
+    else:
+        source = f"dataset {cfg.name!r}"
+        bundle = DATASETS.get(cfg.name)(cfg, seed)
     return check_bundle(bundle, source)
 
 
-def _call_target(target: str, options: dict[str, Any], source: str) -> object:
+def _call_target(target: str, options: dict[str, Any], seed: int, source: str) -> object:
     builder = import_object(target, "dataset builder (data.target)")
+    if isinstance(builder, Entry) and builder.options is not None:  # a plugin with typed options
+        return builder.load()(validate_options(builder.options, options, "data.options"), seed)
     if not callable(builder):
         raise ConfigError(
             f"{source} is a {type(builder).__name__}, not a function returning a DataBundle"
@@ -85,7 +91,7 @@ def check_bundle(bundle: object, source: str) -> DataBundle:
         elif len(split) == 0:
             problems.append(f"{name} is empty; pass None for a split you do not have")
     if not problems:
-        problems = _sample_problems(bundle.train[0], bundle.spec)
+        problems = sample_problems(bundle.train[0], bundle.spec)
     if problems:
         raise DataError(f"{source} gave an invalid DataBundle:\n  - " + "\n  - ".join(problems))
     return bundle
@@ -119,24 +125,26 @@ def _spec_problems(spec: object) -> list[str]:
     return problems
 
 
-def _sample_problems(sample: object, spec: DataSpec) -> list[str]:
+def sample_problems(sample: object, spec: DataSpec, where: str = "train[0]") -> list[str]:
+    """What is wrong with one ``(input, target)`` sample (``where``) for ``spec``: an empty list
+    when nothing is."""
     import torch
 
     if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-        return [f"train[0] is {type(sample).__name__}; each sample must be an (input, target) pair"]
+        return [f"{where} is {type(sample).__name__}; each sample must be an (input, target) pair"]
     x, y = sample
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != spec.input_shape:
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        return [f"train[0] input is {got}; spec.input_shape says {list(spec.input_shape)}"]
+        return [f"{where} input is {got}; spec.input_shape says {list(spec.input_shape)}"]
     target = torch.as_tensor(y)
     if spec.task == "language_modeling":  # next-token targets: one token id per input position
         if target.shape != x.shape or target.is_floating_point():
-            return [f"train[0] target must be token ids shaped like the input {list(x.shape)}"]
+            return [f"{where} target must be token ids shaped like the input {list(x.shape)}"]
         return []
     if spec.task == "regression":
-        return [] if target.is_floating_point() else [f"regression target {y!r} must be a float"]
+        return [] if target.is_floating_point() else [f"{where} regression target {y!r} must be a float"]
     if target.is_floating_point() or target.numel() != 1 or not 0 <= int(target) < spec.num_classes:
         return [
-            f"train[0] target {y!r} must be one integer class index in 0..{spec.num_classes - 1}"
+            f"{where} target {y!r} must be one integer class index in 0..{spec.num_classes - 1}"
         ]
     return []

@@ -15,12 +15,12 @@ from kiln.data.spec import DataBundle, DataSpec
 from kiln.data.split import make_bundle
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import DigitsOptions
 
 INPUT_SCALE = 1 / 16  # raw pixels are 0..16; inputs are scaled to 0..1 before normalization
 
 
-def build(cfg: DataConfig, seed: int) -> DataBundle:
+def build(cfg: DigitsOptions, seed: int) -> DataBundle:
     """Load the digits, scale pixels to [0, 1], split and normalize them (``kiln.data.split``)."""
     from sklearn.datasets import load_digits  # heavy import, only when this dataset is built
 

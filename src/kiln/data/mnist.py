@@ -29,8 +29,7 @@ from kiln.data.split import Arrays, make_bundle
 from kiln.errors import DataError
 
 if TYPE_CHECKING:
-
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import FashionMnistOptions, IdxOptions, MnistOptions
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -135,17 +134,17 @@ def write_idx(path: Path, array: npt.NDArray[Any]) -> None:
     path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
 
 
-def build_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+def build_mnist(cfg: MnistOptions, seed: int) -> DataBundle:
     """MNIST handwritten digits: 60,000 train and 10,000 test images of 28x28."""
     return _build(MNIST, cfg, seed)
 
 
-def build_fashion_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+def build_fashion_mnist(cfg: FashionMnistOptions, seed: int) -> DataBundle:
     """Fashion-MNIST (Zalando): the same format as MNIST, ten kinds of clothing."""
     return _build(FASHION_MNIST, cfg, seed)
 
 
-def _build(source: Source, cfg: DataConfig, seed: int) -> DataBundle:
+def _build(source: Source, cfg: IdxOptions, seed: int) -> DataBundle:
     train_images, train_labels, test_images, test_labels = _locate(source, cfg)
     x, y = _load_pair(train_images, train_labels, len(source.class_names))
     x_test, y_test = _load_pair(test_images, test_labels, len(source.class_names))
@@ -184,7 +183,7 @@ def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> Arrays
     return images.unsqueeze(1).float() * INPUT_SCALE, labels.long()
 
 
-def _locate(source: Source, cfg: DataConfig) -> list[Path]:
+def _locate(source: Source, cfg: IdxOptions) -> list[Path]:
     """The four files in FILES order, downloading missing ones when ``cfg.download`` is set."""
     if cfg.path is None:
         raise DataError(

@@ -31,7 +31,7 @@ from kiln.data.spec import DataBundle, DataSpec
 from kiln.errors import DataError
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import SplitOptions
 
 TEST_SEED = 0  # the test carve never depends on the run seed
 _MIN_STD = 1e-8  # below this a split is treated as constant: centred, not divided by ~0
@@ -70,7 +70,7 @@ def carve(n: int, fraction: float, seed: int, what: str) -> tuple[Tensor, Tensor
 def split_data(
     x: Tensor,
     y: Tensor,
-    cfg: DataConfig,
+    cfg: SplitOptions,
     seed: int,
     *,
     val: Arrays | None = None,
@@ -132,7 +132,7 @@ def normalize(
 def make_bundle(
     x: Tensor,
     y: Tensor,
-    cfg: DataConfig,
+    cfg: SplitOptions,
     seed: int,
     spec: DataSpec,
     *,

@@ -19,7 +19,7 @@ from kiln.data.split import make_bundle
 from kiln.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import SyntheticOptions
 
 
 def generate(
@@ -44,7 +44,7 @@ def generate(
     return x.reshape(n_samples, *input_shape), labels
 
 
-def build(cfg: DataConfig, seed: int) -> DataBundle:
+def build(cfg: SyntheticOptions, seed: int) -> DataBundle:
     """Generate ``cfg.synthetic`` data with ``seed``; split and normalize it like any dataset."""
     syn = cfg.synthetic
     shape = tuple(syn.input_shape)

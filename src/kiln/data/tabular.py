@@ -28,12 +28,12 @@ from kiln.data.split import Arrays, make_bundle
 from kiln.errors import DataError
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import CsvOptions
 
 MAX_AUTO_CLASSES = 20  # auto: integer targets with more distinct values than this are regression
 
 
-def build(cfg: DataConfig, seed: int) -> DataBundle:
+def build(cfg: CsvOptions, seed: int) -> DataBundle:
     """Read ``cfg.path`` (and ``val_path``/``test_path`` when given) into splits and a DataSpec."""
     if cfg.path is None:
         raise DataError("dataset 'csv' needs a file: set data.path=<file.csv>")
@@ -118,7 +118,7 @@ def _number(text: str) -> float:
         return float("nan")
 
 
-def infer_task(targets: list[str], cfg: DataConfig) -> tuple[Task, list[str]]:
+def infer_task(targets: list[str], cfg: CsvOptions) -> tuple[Task, list[str]]:
     """The task (``cfg.task``, inferred when ``auto``) and sorted class names (regression: none)."""
     numbers = np.array([_number(v) for v in targets])
     numeric = bool(np.isfinite(numbers).all())

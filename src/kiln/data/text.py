@@ -30,7 +30,7 @@ from kiln.data.spec import DataBundle, DataSpec
 from kiln.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from kiln.config.schema import DataConfig
+    from kiln.config.data_options import TextOptions
 
 log = logging.getLogger("kiln")
 
@@ -76,7 +76,7 @@ def decode(ids: Tensor | list[int], vocab: tuple[str, ...]) -> str:
     return "".join(vocab[int(i)] for i in ids)
 
 
-def read_text(cfg: DataConfig) -> str:
+def read_text(cfg: TextOptions) -> str:
     """The file at ``data.path`` (downloaded from ``data.text.url`` first when asked to)."""
     if cfg.path is None:
         raise ConfigError(
@@ -114,18 +114,10 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[st
     return text[:end_train], text[end_train : n - n_test], text[n - n_test :]
 
 
-def build(cfg: DataConfig, seed: int) -> DataBundle:
+def build(cfg: TextOptions, seed: int) -> DataBundle:
     """Read, split and encode the text; see the module docstring. ``seed`` is unused: the splits
     are contiguous and the window order is the sampler's."""
-    del seed
-    if cfg.task not in ("auto", "language_modeling"):
-        raise ConfigError(f"data.name text supports data.task language_modeling (or auto), not {cfg.task!r}")
-    unused = [k for k in ("subset", "val_path", "test_path") if getattr(cfg, k) is not None]
-    if unused:
-        raise ConfigError(
-            f"data.{', data.'.join(unused)} do(es) not apply to data.name text: the splits are cut "
-            "from data.path by data.val_fraction and data.test_fraction; unset it"
-        )
+    del seed  # data.task is auto or language_modeling, and subset has no place here: TextOptions
     block = cfg.text.block_size
     text = read_text(cfg)
     train, val, test = split_text(text, cfg.val_fraction, cfg.test_fraction)

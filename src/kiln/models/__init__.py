@@ -1,5 +1,5 @@
-"""Models: a named catalog of builders, plus the user's own ``nn.Module`` by import path."""
+"""Models: a named catalog of factories, plus the user's own ``nn.Module`` by import path."""
 
-from kiln.models.catalog import MODELS
+from kiln.models.catalog import MODELS, ModelFactory
 
-__all__ = ["MODELS"]
+__all__ = ["MODELS", "ModelFactory"]

@@ -12,13 +12,13 @@ import math
 import torch
 from torch import nn
 
-from kiln.config.schema import ModelConfig
+from kiln.config.model_options import CnnOptions
 from kiln.data.spec import DataSpec
 from kiln.errors import ModelError
 from kiln.models.layers import ACTIVATIONS, dense_stack
 
 
-def build(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
+def build(cfg: CnnOptions, spec: DataSpec) -> nn.Module:
     """Build the CNN for image inputs ``(channels, height, width)``."""
     if len(spec.input_shape) != 3:
         raise ModelError(
@@ -45,7 +45,7 @@ def build(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
     return nn.Sequential(*features, nn.Flatten(), *hidden, nn.Linear(width, spec.output_size))
 
 
-def _flat_size(conv: nn.Module, input_shape: tuple[int, ...], cfg: ModelConfig) -> int:
+def _flat_size(conv: nn.Module, input_shape: tuple[int, ...], cfg: CnnOptions) -> int:
     """Width after the conv blocks, found by running one zero sample through them."""
     try:
         with torch.no_grad():

@@ -10,12 +10,12 @@ import math
 
 from torch import nn
 
-from kiln.config.schema import ModelConfig
+from kiln.config.model_options import MlpOptions
 from kiln.data.spec import DataSpec
 from kiln.models.layers import dense_stack
 
 
-def build(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
+def build(cfg: MlpOptions, spec: DataSpec) -> nn.Module:
     """Build the MLP for inputs of ``spec.input_shape`` and ``spec.output_size`` outputs."""
     hidden, width = dense_stack(
         math.prod(spec.input_shape), cfg.hidden, cfg.dropout, cfg.activation, cfg.batch_norm

@@ -15,7 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from kiln.config.schema import ModelConfig
+from kiln.config.entries import parse_model_config
+from kiln.config.model_options import ModelConfig
 from kiln.data.spec import DataSpec
 from kiln.errors import ModelError, PathError
 
@@ -111,7 +112,7 @@ def load_package(path: str | Path, model: nn.Module | None = None) -> ModelPacka
                 f"the model in {directory} was passed to kiln as an object, so its architecture "
                 "is not in the config: call load_model(path, model=YourModel(...))"
             )
-        model = build_model(ModelConfig.model_validate(meta["model"]), spec)
+        model = build_model(parse_model_config(meta["model"]), spec)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError) as exc:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kiln.config.schema import ModelConfig
+from kiln.config.model_options import TransformerOptions
 from kiln.data.spec import DataSpec
 from kiln.errors import ConfigError
 
@@ -101,7 +101,7 @@ class TransformerLM(nn.Module):
         return logits
 
 
-def build(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
+def build(cfg: TransformerOptions, spec: DataSpec) -> nn.Module:
     """The transformer for a language-modeling DataSpec (vocabulary size, window length)."""
     if spec.task != "language_modeling":
         raise ConfigError(

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kiln.catalog import did_you_mean
+from kiln.config.entries import EntrySection
 from kiln.config.loader import validate
 from kiln.config.overrides import apply_overrides
 from kiln.config.schema import KilnConfig
@@ -40,7 +41,7 @@ def resolve_parameters(spec: SweepSpec, base: dict[str, Any]) -> SweepSpec:
                 reasons = [line.strip()[2:] for line in str(exc).splitlines() if line.startswith("  - ")]
                 problems.append(f"{where}: the value {value!r} is refused: {'; '.join(reasons)}")
                 continue
-            values.append(_read(cfg.model_dump(mode="json"), path))
+            values.append(_read(cfg.model_dump(mode="json"), path, value))
         if param.choice is not None and len(values) == len(param.choice):
             try:
                 param = ParameterSpec.model_validate({"choice": values})
@@ -72,13 +73,16 @@ def schema_paths(model: type[BaseModel] = KilnConfig, prefix: str = "") -> tuple
     open_maps: set[str] = set()
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
-        inner = _section(field.annotation)
-        if inner is not None:
+        # model: and data: hold one section per catalog entry (kiln.config.entries)
+        union = next((m for m in field.metadata if isinstance(m, EntrySection)), None)
+        inners = list(union.members().values()) if union else _sections(field.annotation)
+        if inners:
             sections.add(path)
-            sub = schema_paths(inner, f"{path}.")
-            leaves |= sub[0]
-            sections |= sub[1]
-            open_maps |= sub[2]
+            for inner in inners:
+                sub = schema_paths(inner, f"{path}.")
+                leaves |= sub[0]
+                sections |= sub[1]
+                open_maps |= sub[2]
         elif typing.get_origin(field.annotation) is dict:
             leaves.add(path)
             open_maps.add(path)
@@ -87,11 +91,11 @@ def schema_paths(model: type[BaseModel] = KilnConfig, prefix: str = "") -> tuple
     return leaves, sections, open_maps
 
 
-def _section(annotation: Any) -> type[BaseModel] | None:
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+def _sections(annotation: Any) -> list[type[BaseModel]]:
+    """The sections a field holds: its model, or the models of a union (Optional, tagged)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _sections(arg)]
 
 
 # Names people reach for that kiln spells differently.
@@ -118,8 +122,12 @@ def _suggest(path: str, leaves: set[str], sections: set[str]) -> str:
     return f" Did you mean {names[close[0]]!r}?" if close else did_you_mean(path, sorted(leaves))
 
 
-def _read(data: dict[str, Any], path: str) -> Any:
+def _read(data: dict[str, Any], path: str, given: Any) -> Any:
+    """The value at ``path`` of a dumped config; ``given`` where the chosen entry leaves the key
+    out (``model.target: null`` is no key of a catalog model)."""
     node: Any = data
     for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return given
         node = node[part]
     return node

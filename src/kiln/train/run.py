@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kiln.config.model_options import TargetModel
 from kiln.data.build import build_data
 from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
@@ -208,7 +209,7 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
 def _model_source(cfg: Any, trainer: Trainer) -> str:
     if trainer.model_override is not None:
         return "object"
-    return "import" if cfg.model.target else "catalog"
+    return "import" if isinstance(cfg.model, TargetModel) else "catalog"
 
 
 def _is_terminal() -> bool:

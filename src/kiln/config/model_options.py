@@ -1,0 +1,76 @@
+"""The options of each built-in model: the keys ``model:`` takes once ``model.name`` is chosen.
+
+Each class is one member of the config's ``model`` union (``kiln.config.entries``): its fields,
+defaults and descriptions are what ``kiln models`` lists, and its builder in ``kiln.models``
+receives a validated instance. They live at the config's level because the config validates them
+and sits below ``kiln.models``. ``TargetModel`` is the member for a user's own model by import path.
+
+>>> MlpOptions(hidden=[32]).dropout
+0.0
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kiln.config.section import Section
+
+Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"]
+
+
+class ModelConfig(Section):
+    """What every ``model:`` section has: ``name``, the catalog entry (or a label with ``target``)."""
+
+    name: str = Field(description="a catalog model (see `kiln models`)")
+
+
+class MlpOptions(ModelConfig):
+    """Flatten, dense hidden layers, output layer."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="dense hidden layer widths")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each dense hidden layer")
+    activation: Activation = Field("relu", description="activation after each hidden layer")
+    batch_norm: bool = Field(False, description="batch norm after each dense hidden layer")
+
+
+class CnnOptions(ModelConfig):
+    """Conv blocks ('valid' padding) with pooling, then dense layers."""
+
+    name: Literal["cnn"] = "cnn"
+    filters: list[int] = Field(default_factory=lambda: [32], description="one conv block per entry")
+    kernel_size: int = Field(3, ge=1, description="square kernel size")
+    pool: Literal["max", "avg", "none"] = Field("max", description="2x2 pooling after each conv block")
+    conv_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after the conv blocks")
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="dense hidden layer widths")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each dense hidden layer")
+    activation: Activation = Field("relu", description="activation after each conv and dense layer")
+    batch_norm: bool = Field(False, description="batch norm after each conv / dense layer")
+
+
+class TransformerOptions(ModelConfig):
+    """Decoder-only transformer over token ids (causal fused attention), for language modeling."""
+
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(128, ge=1, description="width of token embeddings and residual stream")
+    n_heads: int = Field(4, ge=1, description="attention heads (must divide d_model)")
+    n_layers: int = Field(4, ge=1, description="decoder blocks")
+    d_ff: int | None = Field(None, ge=1, description="MLP hidden width; null: 4 * d_model")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout in attention and MLP blocks")
+    block_size: int | None = Field(None, ge=1, description="longest context; null: the data's windows")
+    tie_weights: bool = Field(True, description="output layer shares the token embedding matrix")
+
+
+class TargetModel(ModelConfig):
+    """Your own model: an ``nn.Module`` class or factory named by import path.
+
+    Chosen whenever ``target`` is set; ``name`` is then a free label. ``options`` are the keyword
+    arguments of ``target`` (or, when ``target`` names a ``kiln.catalog.Entry`` with an options
+    model, that model's fields, validated).
+    """
+
+    name: str = Field("custom", description="a label for your model")
+    target: str = Field(description='your own nn.Module or factory, "package.module:attr"')
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for `target`")
