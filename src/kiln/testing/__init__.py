@@ -1,5 +1,27 @@
-"""Helpers for testing kiln and code built on it: tiny, fast configs and a tiny model."""
+"""Helpers for testing kiln and code built on it: tiny, fast configs, and the contract suites a
+plugin keeps (``DatasetContract``, ``ModelContract``; trackers: ``kiln.testing.tracker_contract``).
 
+The contracts are imported on first use (PEP 562): they import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kiln._lazy import lazy_exports
 from kiln.testing.tiny import TINY_OVERRIDES, tiny_config
 
-__all__ = ["TINY_OVERRIDES", "tiny_config"]
+if TYPE_CHECKING:
+    from kiln.testing.dataset_contract import DatasetContract, check_dataset
+    from kiln.testing.model_contract import ModelContract, check_model
+
+_LAZY = {
+    "DatasetContract": "kiln.testing.dataset_contract",
+    "check_dataset": "kiln.testing.dataset_contract",
+    "ModelContract": "kiln.testing.model_contract",
+    "check_model": "kiln.testing.model_contract",
+}
+
+__all__ = ["TINY_OVERRIDES", "DatasetContract", "ModelContract", "check_dataset", "check_model", "tiny_config"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
