@@ -1,8 +1,14 @@
-"""Environment variables kiln reads, declared in one place.
+"""Environment variables kiln reads, declared in one place; code reads them through these names.
 
-kiln writes none of them, with one exception: ``kiln serve --workers N`` sets
-PROMETHEUS_MULTIPROC_DIR while its worker processes run, because prometheus_client reads it when
-first imported and spawned workers receive it only through the environment.
+In its own process kiln writes two of them, each only while it needs it, and puts them back:
+PROMETHEUS_MULTIPROC_DIR while ``kiln serve --workers N`` runs (prometheus_client reads it when
+first imported, and spawned workers receive it only through the environment), and
+CUBLAS_WORKSPACE_CONFIG during a ``run.deterministic`` fit when it was not set. The MLflow
+worker's variables below are set in that child process's environment only.
+
+``kiln.distributed`` imports nothing of kiln (not even this module), so it reads torchrun's own
+variables itself: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
+TORCHELASTIC_RESTART_COUNT and TORCHELASTIC_USE_AGENT_STORE (kiln/distributed/env.py, group.py).
 """
 
 from __future__ import annotations
@@ -13,6 +19,20 @@ from pathlib import Path
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # a team's tracking server, as MLflow itself reads it
 # Where prometheus_client's processes share metrics files; an operator's choice is kept as is.
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# cuBLAS's workspace size; run.deterministic needs a fixed one and sets it only when absent.
+CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
+# glibc malloc settings a user may tune by hand; any of them set: run.keep_freed_memory leaves
+# the allocator alone (kiln.train.allocator).
+GLIBC_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+GLIBC_TUNABLES = "GLIBC_TUNABLES"  # glibc's tunables; a "malloc" one there: allocator left alone
+LD_PRELOAD = "LD_PRELOAD"  # a preloaded allocator (jemalloc, tcmalloc, mimalloc): left alone
+# The MLflow worker's retry count and request timeout; kiln gives its worker process short ones
+# unless the user set these (kiln.tracking.mlflow.WORKER_ENV).
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MLFLOW_HTTP_REQUEST_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+# Set by kiln only in its MLflow worker's environment: the inherited file descriptor of the
+# run's finisher lock (kiln.tracking.finisher).
+KILN_FINISHER_LOCK_FD = "KILN_FINISHER_LOCK_FD"
 
 
 def tracking_uri(configured: str | None, output_dir: Path) -> str:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from kiln import settings
+
 LOCK_FILE = "mlflow.lock"
 OUTCOME_FILE = "mlflow_finish.json"
 POLL = 0.05  # seconds between looks at a held lock
@@ -31,7 +33,7 @@ POLL = 0.05  # seconds between looks at a held lock
 # file descriptor named by this variable (in the worker's environment only): the lock is held
 # from the moment the worker exists, not from when it has imported MLflow seconds later, so a
 # command run right after the prompt comes back sees it.
-ENV_FD = "KILN_FINISHER_LOCK_FD"
+ENV_FD = settings.KILN_FINISHER_LOCK_FD
 
 
 class FinisherLock:

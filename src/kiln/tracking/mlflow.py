@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kiln import settings
 from kiln.errors import MissingExtraError, TrackingError
 from kiln.tracking import finisher
 from kiln.tracking.base import MetricRecord, Scope
@@ -44,7 +45,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # For the worker process only (never the user's own process): fail fast instead of MLflow's
 # default 7 retries with exponential backoff and a 120 s timeout per request. What does not get
 # through stays in events.jsonl for `kiln sync`. A user's own setting of either wins.
-WORKER_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+WORKER_ENV = {settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES: "0", settings.MLFLOW_HTTP_REQUEST_TIMEOUT: "10"}
 PROBE_TIMEOUT = 1.5  # seconds a tracking server gets to answer before a run gives up on it
 
 

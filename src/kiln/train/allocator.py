@@ -7,6 +7,11 @@ per 2.3-second epoch, 12 % of its time (bench/allocator.py, bench/README.md). Fi
 threshold keeps that memory in the process. The price: the resident size stays at its peak, as
 with PyTorch's own caching allocator on CUDA. Allocations over 32 MiB still take the slow path
 (jemalloc or tcmalloc through LD_PRELOAD avoid it; see PyTorch's CPU performance guide).
+
+It is the one process-wide setting ``fit()`` cannot put back: glibc has no call that reads the
+thresholds, and setting one ends glibc's dynamic adjustment of both for the life of the process.
+A process that trains inside a larger application and must stay as it was sets
+``run.keep_freed_memory=false``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import ctypes
 import os
 import sys
 
+from kiln import settings
+
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024  # the largest glibc accepts on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = 1024**3  # free memory at the heap's top kept before any is given back
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def glibc_version() -> str | None:
@@ -38,9 +44,10 @@ def keep_freed_memory() -> str:
     """
     if not sys.platform.startswith("linux") or glibc_version() is None:
         return "not glibc: left alone"
-    if any(os.environ.get(name) for name in _USER_SETTINGS) or "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    tunables = os.environ.get(settings.GLIBC_TUNABLES, "")
+    if any(os.environ.get(name) for name in settings.GLIBC_MALLOC_SETTINGS) or "malloc" in tunables:
         return "tuned by the environment: left alone"
-    if "malloc" in os.environ.get("LD_PRELOAD", ""):  # jemalloc, tcmalloc, mimalloc
+    if "malloc" in os.environ.get(settings.LD_PRELOAD, ""):  # jemalloc, tcmalloc, mimalloc
         return "another allocator is preloaded: left alone"
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
