@@ -222,10 +222,10 @@ def test_plateau_steps_on_the_monitored_metric(tmp_path: Path) -> None:
 def test_nan_guard(tmp_path: Path) -> None:
     state = _state(tmp_path)
     NanGuard().on_batch_end(state)
-    assert not state.stop_requested and "nonfinite" not in state.extras
+    assert not state.stop_requested and not state.failed
     state.nonfinite_loss, state.epoch, state.batch_in_epoch = True, 2, 7
     NanGuard().on_batch_end(state)
-    assert state.extras["nonfinite"] is True
+    assert state.failed is True
     assert state.stop_reason == (
         "non-finite loss (NaN or Inf) at epoch 3, batch 7; the step was skipped and the last good "
         "weights kept. Try a lower training.optimizer.lr, training.grad_clip, or check the data"
@@ -247,12 +247,12 @@ def test_every_n_steps_requests_on_multiples_after_a_step(tmp_path: Path) -> Non
     cb, _ = _checkpointing(tmp_path, every_n_steps=3)
     asked = []
     for step, stepped in [(1, True), (3, False), (3, True), (4, True), (6, True)]:
-        state.global_step, state.optimizer_stepped, state.checkpoint_requested = step, stepped, False
+        state.global_step, state.optimizer_stepped, state.checkpoint_reason = step, stepped, None
         cb.on_batch_end(state)
         asked.append(state.checkpoint_requested)
     assert asked == [False, False, True, False, True]
     off, _ = _checkpointing(tmp_path / "off", every_n_steps=None)
-    state.global_step, state.optimizer_stepped, state.checkpoint_requested = 3, True, False
+    state.global_step, state.optimizer_stepped, state.checkpoint_reason = 3, True, None
     off.on_batch_end(state)
     assert state.checkpoint_requested is False
 
@@ -263,12 +263,13 @@ def test_every_n_epochs_counts_epochs_from_one(tmp_path: Path) -> None:
     cb, _ = _checkpointing(tmp_path, every_n_epochs=2)
     asked = []
     for epoch in range(4):
-        state.epoch, state.checkpoint_requested = epoch, False
+        state.epoch, state.checkpoint_reason = epoch, None
         cb.on_epoch_end(state)
         asked.append(state.checkpoint_requested)
     assert asked == [False, True, False, True]
+    assert state.checkpoint_reason == "periodic"  # recorded in the checkpoint's meta.json
     never, _ = _checkpointing(tmp_path / "never", every_n_epochs=None)
-    state.epoch, state.checkpoint_requested = 1, False
+    state.epoch, state.checkpoint_reason = 1, None
     never.on_epoch_end(state)
     assert state.checkpoint_requested is False
 
@@ -286,11 +287,12 @@ def test_save_at_an_epoch_boundary_records_the_monitored_value(tmp_path: Path) -
     state = _state(tmp_path)
     state.epoch, state.global_step, state.batch_in_epoch = 1, 10, 0
     state.history = [{"val_loss": 2.0}, {"val_loss": 0.5, "val_accuracy": 0.9}]
-    state.extras["checkpoint_reason"] = "signal"
+    state.request_checkpoint("signal")
     cb, manager = _checkpointing(tmp_path)
     cb.on_checkpoint(state)
-    assert "checkpoint_reason" not in state.extras
+    assert state.checkpoint_reason == "signal"  # the loop clears it once every hook has run
     (info,) = manager.committed()
+    assert state.last_checkpoint == info.path
     assert state.extras["last_checkpoint"] == str(info.path)
     assert info.path.name == "epoch0001-step00000010"
     meta = info.meta

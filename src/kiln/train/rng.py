@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from kiln import settings
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and torch (all devices); optionally force deterministic kernels."""
+# cuBLAS is deterministic only with a fixed workspace (CUDA's documentation, "Results
+# reproducibility"); harmless on CPU. An operator's own value is kept.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices): what ``run.seed`` promises, so not undone."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS needs this workspace setting to be deterministic; harmless on CPU.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Force deterministic kernels inside the block when ``enabled`` (``run.deterministic``).
+
+    These settings belong to the whole process, so the previous ones are put back afterwards:
+    torch's deterministic flag and its warn-only mode, ``cudnn.benchmark``, and
+    CUBLAS_WORKSPACE_CONFIG (set only when absent, and then removed again).
+    """
+    if not enabled:
+        yield
+        return
+    flag, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    set_workspace = settings.CUBLAS_WORKSPACE_CONFIG not in os.environ
+    if set_workspace:
+        os.environ[settings.CUBLAS_WORKSPACE_CONFIG] = CUBLAS_DETERMINISTIC_WORKSPACE
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(flag, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if set_workspace:
+            os.environ.pop(settings.CUBLAS_WORKSPACE_CONFIG, None)
 
 
 def capture_rng() -> dict[str, Any]:

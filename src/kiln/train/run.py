@@ -7,11 +7,16 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.config.model_options import TargetModel
+from kiln.config.schema import KilnConfig
 from kiln.data.build import build_data
+from kiln.data.spec import DataBundle
 from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
 from kiln.models.package import save_model_package
@@ -19,6 +24,7 @@ from kiln.runs.layout import RunPaths, write_json
 from kiln.tracking.jsonl import read_events
 from kiln.train import snapshot
 from kiln.train.allocator import keep_freed_memory
+from kiln.train.callback import Callback
 from kiln.train.evaluate import evaluate
 from kiln.train.ranks.group import join_group
 from kiln.train.ranks.rundir import shared_run_dir
@@ -28,34 +34,60 @@ from kiln.train.setup import Components, build_components, new_run_dir, write_co
 from kiln.train.state import TrainState
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from kiln.checkpoint import Checkpoint
-    from kiln.train.trainer import Trainer
 
 log = logging.getLogger("kiln")
 
 
-def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
-    """Seed, build data and model, set up the run directory, and restore a checkpoint if resuming."""
-    cfg = trainer.config
+@dataclass(frozen=True)
+class ResumeFrom:
+    """Continue the run in ``run_dir`` from ``checkpoint``, one of its checkpoints."""
+
+    run_dir: Path
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run ready for its loop, owned by the Trainer: the built parts and the state it starts from."""
+
+    components: Components
+    state: TrainState
+
+
+def prepare(
+    config: KilnConfig,
+    model: nn.Module | None,
+    data: DataBundle | None,
+    resume: ResumeFrom | None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    quiet: bool = False,
+) -> Prepared:
+    """Seed, build data and model (unless given), set up the run directory (a new one, or
+    ``resume.run_dir``), wire the callbacks (``callbacks`` after the built-in ones), and restore
+    ``resume.checkpoint`` last."""
+    cfg = config
     rank = join_group(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    seed_everything(cfg.run.seed)
     allocator = keep_freed_memory() if cfg.run.keep_freed_memory else "off (run.keep_freed_memory)"
     device = resolve_device(cfg.run.device)
-    data = trainer.data_override if trainer.data_override is not None else build_data(cfg.data, cfg.run.seed)
-    model = trainer.model_override if trainer.model_override is not None else build_model(cfg.model, data.spec)
+    model_source = "object" if model is not None else "import" if isinstance(cfg.model, TargetModel) else "catalog"
+    data = data if data is not None else build_data(cfg.data, cfg.run.seed)
+    model = model if model is not None else build_model(cfg.model, data.spec)
     seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
-    checkpoint = trainer.resume_from
-    if checkpoint is None:
+    if resume is None:
         paths = shared_run_dir(lambda: new_run_dir(cfg), cfg.run.output_dir)  # rank 0 creates it
     else:
-        assert trainer.run_dir is not None, "resuming needs the run directory"
-        paths = RunPaths(trainer.run_dir)
+        paths = RunPaths(resume.run_dir)
         if rank.is_zero:
             write_config(paths, cfg)
-            cut_logs(paths, checkpoint)
-    show_progress = cfg.run.progress and not trainer.quiet and _is_terminal() and rank.is_zero
-    c = build_components(cfg, data, model, device, paths, trainer.extra_callbacks, show_progress)
-    c.environment["model_source"] = _model_source(cfg, trainer)
+            cut_logs(paths, resume.checkpoint)
+    show_progress = cfg.run.progress and not quiet and _is_terminal() and rank.is_zero
+    c = build_components(cfg, data, model, device, paths, callbacks, show_progress)
+    c.environment["model_source"] = model_source
     state = TrainState(
         config=cfg,
         model=c.model,
@@ -68,7 +100,8 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
     state.extras["started_at"] = _now()
     state.extras["batch"] = batch_plan(cfg, rank.size).to_dict()
     state.extras["glibc_malloc"] = allocator
-    if checkpoint is not None:
+    if resume is not None:
+        checkpoint = resume.checkpoint
         if rank.is_zero:
             c.tracker.replay(read_events(paths.events))
         snapshot.restore(c, state, checkpoint)  # last: it puts back the RNG states
@@ -77,7 +110,7 @@ def prepare(trainer: Trainer) -> tuple[Components, TrainState]:
             "global_step": state.global_step, "batch_in_epoch": state.batch_in_epoch,
             "skipped_checkpoints": checkpoint.meta.get("skipped", []),
         })
-    return c, state
+    return Prepared(c, state)
 
 
 def cut_logs(paths: RunPaths, checkpoint: Checkpoint) -> None:
@@ -204,12 +237,6 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
         "flush_denormal": state.extras.get("flush_denormal"),  # denormals were zero while training
         "error": None if state.error is None else f"{type(state.error).__name__}: {state.error}",
     }
-
-
-def _model_source(cfg: Any, trainer: Trainer) -> str:
-    if trainer.model_override is not None:
-        return "object"
-    return "import" if isinstance(cfg.model, TargetModel) else "catalog"
 
 
 def _is_terminal() -> bool:

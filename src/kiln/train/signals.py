@@ -13,7 +13,8 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class GracefulSignals:
-    """Installs the handlers for the duration of a fit (main thread only; elsewhere it does nothing)."""
+    """Installs the handlers for the duration of a fit and puts the previous ones back on exit
+    (main thread only; elsewhere it does nothing). A first signal becomes ``state.interrupt``."""
 
     def __init__(self, state: TrainState) -> None:
         self.state = state
@@ -37,6 +38,4 @@ class GracefulSignals:
                 raise KeyboardInterrupt
             raise SystemExit(EXIT_CODES.get(signal.Signals(signum), 143))
         self.received = signum
-        name = signal.Signals(signum).name
-        self.state.extras["signal"] = signum
-        self.state.request_stop(f"received {name}: stopping after the current step")
+        self.state.interrupt(signum)

@@ -3,11 +3,18 @@
 >>> from kiln import Trainer, load_config
 >>> result = Trainer(load_config("configs/digits_mlp.yaml", ["training.epochs=1"])).fit()  # doctest: +SKIP
 >>> result.test_metrics["test_accuracy"]  # doctest: +SKIP
+
+Read it top to bottom: ``fit`` scopes what it changes in the process, ``_fit`` prepares the run
+(``kiln.train.run.prepare``) and ends it, ``_loop`` runs the epochs and ``_train_epoch`` the
+batches. Callbacks steer the loop only through ``TrainState``'s typed requests; where each event
+fires is listed in ``kiln.train.events``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +33,15 @@ from kiln.train.denormals import flushing_denormals
 from kiln.train.evaluate import autocast, evaluate
 from kiln.train.events import Event
 from kiln.train.optim import l2_penalty, weight_matrices
-from kiln.train.setup import Components
+from kiln.train.rng import deterministic_algorithms
+from kiln.train.run import Prepared, ResumeFrom, finish, prepare
+from kiln.train.run import test as test_split
 from kiln.train.signals import EXIT_CODES, GracefulSignals
 from kiln.train.state import TrainState
 
 if TYPE_CHECKING:
     from kiln.checkpoint import Checkpoint
+    from kiln.train.setup import Components
 
 
 @dataclass(frozen=True)
@@ -66,44 +76,62 @@ class Trainer:
         run_dir: Path | None = None,
     ) -> None:
         self.config = config
-        self.model_override = model
-        self.data_override = data
-        self.extra_callbacks = list(callbacks)
         self.quiet = quiet
         self.handle_signals = handle_signals
-        self.resume_from = resume_from
-        self.run_dir = run_dir
-        self.components: Components | None = None
-        self.state: TrainState | None = None
+        self._model = model
+        self._data = data
+        self._callbacks = list(callbacks)
+        self._resume: ResumeFrom | None = None
+        if resume_from is not None:
+            if run_dir is None:
+                raise TypeError("Trainer(resume_from=...) also needs run_dir=, the run directory it continues")
+            self._resume = ResumeFrom(run_dir, resume_from)
+        self.prepared: Prepared | None = None  # set by fit(): the run's built parts and its state
         self._hooks: dict[Event, list[Any]] = {}
 
+    @property
+    def components(self) -> Components | None:
+        """The built parts of the run (model, loaders, optimizer, trackers...), once fit() started."""
+        return self.prepared.components if self.prepared is not None else None
+
+    @property
+    def state(self) -> TrainState | None:
+        """The loop's state, once fit() started."""
+        return self.prepared.state if self.prepared is not None else None
+
     def fit(self) -> FitResult:
-        """Train, evaluate the test split with the final (best, when restored) weights, save the run."""
-        with flushing_denormals(self.config.run.flush_denormal) as flushed:
+        """Train, evaluate the test split with the final (best, when restored) weights, save the run.
+
+        What it changes for the whole process is put back when it returns or raises: the
+        deterministic-algorithm settings (``run.deterministic``), the denormal mode
+        (``run.flush_denormal``) and the SIGINT/SIGTERM handlers. Left changed on purpose: the
+        global RNGs, seeded from ``run.seed``, and glibc's malloc thresholds
+        (``run.keep_freed_memory``; see ``kiln.train.allocator``).
+        """
+        run = self.config.run
+        with deterministic_algorithms(run.deterministic), flushing_denormals(run.flush_denormal) as flushed:
             return self._fit(flushed)
 
     def _fit(self, flushed: bool) -> FitResult:
-        from kiln.train import run as run_module
-
         started = time.time()
-        c, state = run_module.prepare(self)
-        self.components, self.state = c, state
+        self.prepared = prepare(
+            self.config, self._model, self._data, self._resume, callbacks=self._callbacks, quiet=self.quiet
+        )
+        c, state = self.prepared.components, self.prepared.state
         state.extras["flush_denormal"] = flushed
         self._hooks = {
             event: [getattr(cb, event.hook) for cb in c.callbacks if overrides(cb, event)]
             for event in Event
         }
-        signals = GracefulSignals(state)
         try:
-            with signals if self.handle_signals else _no_signals():
+            with GracefulSignals(state) if self.handle_signals else contextlib.nullcontext():
                 self._fire(Event.FIT_START)
                 self._loop(c, state)
-                if "signal" in state.extras:
+                if state.stop_signal is not None:
                     raise self._interrupted(c, state, started)
                 state.status = _final_status(state)
                 if self.config.checkpoint.save_last and state.status != "failed":
-                    state.checkpoint_requested = True  # before fit_end may restore best weights
-                    state.extras["checkpoint_reason"] = "last"
+                    state.request_checkpoint("last")  # before fit_end may restore best weights
                     self._checkpoint_if_requested(state)
                 self._fire(Event.FIT_END)
         except TrainingInterrupted:
@@ -112,37 +140,33 @@ class Trainer:
             state.error = exc
             state.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "crashed"
             self._fire(Event.EXCEPTION)
-            run_module.finish(c, state, started, test_metrics={}, save_model=False)
+            finish(c, state, started, test_metrics={}, save_model=False)
             raise
-        test_metrics = run_module.test(c, state)
-        summary = run_module.finish(c, state, started, test_metrics)
+        test_metrics = test_split(c, state)
+        summary = finish(c, state, started, test_metrics)
         return FitResult(c.paths.root, state.status, dict(state.metrics), test_metrics, summary)
 
     def _interrupted(self, c: Components, state: TrainState, started: float) -> TrainingInterrupted:
         """Checkpoint, write the summary and build the error that tells how to resume."""
-        import signal as signal_module
-
-        from kiln.train import run as run_module
-
-        signum = signal_module.Signals(state.extras["signal"])
+        assert state.stop_signal is not None
+        signum = signal.Signals(state.stop_signal)
         state.status = "interrupted"
-        state.checkpoint_requested = True
-        state.extras["checkpoint_reason"] = "signal"
-        self._fire(Event.CHECKPOINT)
-        state.checkpoint_requested = False
+        state.request_checkpoint("signal")
+        self._checkpoint_if_requested(state)
         self._fire(Event.FIT_END)  # stops the progress bar and samplers; the checkpoint is written
-        run_module.finish(c, state, started, test_metrics={}, save_model=False)
-        last = state.extras.get("last_checkpoint")
-        where = last or "(checkpointing is off: nothing saved)"
+        finish(c, state, started, test_metrics={}, save_model=False)
+        last = state.last_checkpoint
         return TrainingInterrupted(
             f"{signum.name} received: stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
-            f" (step {state.global_step}); checkpoint: {where}\n"
+            f" (step {state.global_step}); checkpoint: {last or '(checkpointing is off: nothing saved)'}\n"
             f"resume with: kiln resume {c.paths.root}",
             EXIT_CODES[signum],
             run_dir=c.paths.root,
-            checkpoint=Path(last) if last else None,
+            checkpoint=last,
             signal=signum.name,
             global_step=state.global_step,
+            epoch=state.epoch + 1,
+            batch_in_epoch=state.batch_in_epoch,
         )
 
     def _fire(self, event: Event) -> None:
@@ -151,9 +175,10 @@ class Trainer:
             hook(self.state)
 
     def _checkpoint_if_requested(self, state: TrainState) -> None:
-        if state.checkpoint_requested:
+        """Fire ``checkpoint`` when a request is pending (``state.request_checkpoint``), then clear it."""
+        if state.checkpoint_reason is not None:
             self._fire(Event.CHECKPOINT)
-            state.checkpoint_requested = False
+            state.checkpoint_reason = None
 
     def _loop(self, c: Components, state: TrainState) -> None:
         t = self.config.training
@@ -165,7 +190,7 @@ class Trainer:
             meter = state.train_meter
             self._fire(Event.EPOCH_START)
             self._train_epoch(c, state, meter)
-            if "signal" in state.extras:
+            if state.stop_signal is not None:
                 return  # leave the epoch unfinished: the checkpoint resumes it mid-way
             train_seconds = time.perf_counter() - epoch_started
             metrics: dict[str, float] = {"epoch": state.epoch + 1}
@@ -245,12 +270,6 @@ def _more_to_train(t: Any, state: TrainState) -> bool:
 
 
 def _final_status(state: TrainState) -> str:
-    if state.extras.get("nonfinite"):
+    if state.failed:
         return "failed"
     return "stopped_early" if state.stop_requested else "completed"
-
-
-class _no_signals:
-    def __enter__(self) -> None: ...
-
-    def __exit__(self, *exc: object) -> None: ...

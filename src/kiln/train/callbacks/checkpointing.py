@@ -36,18 +36,18 @@ class Checkpointing(Callback):
     def on_batch_end(self, state: TrainState) -> None:
         n = self.cfg.every_n_steps
         if n and state.optimizer_stepped and state.global_step % n == 0:
-            state.checkpoint_requested = True
+            state.request_checkpoint("periodic")
 
     @override
     def on_epoch_end(self, state: TrainState) -> None:
         self.monitor.value(state.metrics, "checkpoint")  # fail early, listing the metrics that exist
         n = self.cfg.every_n_epochs
         if n and (state.epoch + 1) % n == 0:
-            state.checkpoint_requested = True
+            state.request_checkpoint("periodic")
 
     @override
     def on_checkpoint(self, state: TrainState) -> None:
-        self.save(state, reason=state.extras.pop("checkpoint_reason", "periodic"))
+        self.save(state, reason=state.checkpoint_reason or "periodic")
 
     def save(self, state: TrainState, reason: str) -> None:
         position = (state.global_step, state.epoch, state.batch_in_epoch)
@@ -70,4 +70,5 @@ class Checkpointing(Callback):
             state.model.state_dict(), state.optimizer.state_dict(), self.capture(state), meta
         )
         self.last_saved = position
-        state.extras["last_checkpoint"] = str(path)
+        state.last_checkpoint = path
+        state.extras["last_checkpoint"] = str(path)  # summary.json's key, until its writer reads the field

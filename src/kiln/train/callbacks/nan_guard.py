@@ -22,4 +22,4 @@ class NanGuard(Callback):
                 f"{state.batch_in_epoch}; the step was skipped and the last good weights kept. "
                 "Try a lower training.optimizer.lr, training.grad_clip, or check the data"
             )
-            state.extras["nonfinite"] = True
+            state.failed = True  # the run ends "failed", without a last checkpoint

@@ -44,6 +44,6 @@ class SignalAgreement(Callback):
     @override
     def on_batch_end(self, state: TrainState) -> None:
         agreed = all_reduce_max(self.pending)
-        if agreed and "signal" not in state.extras and self._graceful is not None:
+        if agreed and state.stop_signal is None and self._graceful is not None:
             self.pending = agreed
-            self._graceful(agreed, None)  # sets state.extras["signal"] and requests the stop
+            self._graceful(agreed, None)  # state.interrupt(agreed): stop after this step, checkpoint
