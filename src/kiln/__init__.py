@@ -14,9 +14,11 @@ from kiln._version import __version__
 if TYPE_CHECKING:
     from kiln.config import KilnConfig, load_config
     from kiln.data import DataBundle, DataSpec
-    from kiln.errors import ConfigError, KilnError
+    from kiln.errors import ConfigError, KilnError, TrainingInterrupted
     from kiln.registry.load import load_model
+    from kiln.runs import RunDir, RunSummary
     from kiln.train import Callback, Event, FitResult, Trainer, TrainState
+    from kiln.train.resume_run import resume
 
 _PUBLIC = {
     "KilnConfig": "kiln.config",
@@ -25,12 +27,16 @@ _PUBLIC = {
     "DataSpec": "kiln.data",
     "ConfigError": "kiln.errors",
     "KilnError": "kiln.errors",
+    "TrainingInterrupted": "kiln.errors",
     "load_model": "kiln.registry.load",
+    "RunDir": "kiln.runs",
+    "RunSummary": "kiln.runs",
     "Callback": "kiln.train",
     "Event": "kiln.train",
     "FitResult": "kiln.train",
     "TrainState": "kiln.train",
     "Trainer": "kiln.train",
+    "resume": "kiln.train.resume_run",
 }
 
 __all__ = [
@@ -42,11 +48,15 @@ __all__ = [
     "FitResult",
     "KilnConfig",
     "KilnError",
+    "RunDir",
+    "RunSummary",
     "TrainState",
     "Trainer",
+    "TrainingInterrupted",
     "__version__",
     "load_config",
     "load_model",
+    "resume",
 ]
 
 

@@ -1,8 +1,10 @@
-"""Atomic file writes (temporary file, fsync, rename) and a tolerant JSON read.
+"""Atomic file writes: temporary file, fsync, rename.
 
 Every layer writes small JSON records (model.json, summary.json, eval metrics), so these live at
 the bottom, importing nothing of kiln: a module low in the layers (``kiln.models.package``) may use
 them without reaching up to ``kiln.runs``, which re-exports them for the run directory's files.
+Reading is ``kiln.runs.layout.read_json``: a missing or corrupt record is an error naming the
+file there (it needs kiln's errors), never a quiet ``{}``.
 """
 
 from __future__ import annotations
@@ -11,16 +13,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` when the file is missing, unreadable or not an object
-    (for optional records such as eval metrics or exports.json)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import run_cli
 
+import kiln
 from kiln.testing import tiny_config
 from kiln.tracking import read_events
 from kiln.train import Trainer
@@ -71,8 +72,8 @@ def test_resume_after_fallback_completes(finished_run: Path, tmp_path: Path) -> 
     (newest / "trainer.pt").write_bytes(b"garbage")
     plan = plan_resume(run, ["training.epochs=4"])
     assert plan.checkpoint is not None
-    result = Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=run).fit()
-    assert result.status == "completed" and result.summary["epochs_trained"] == 4
+    result = kiln.resume(run, ["training.epochs=4"], quiet=True)
+    assert result.status == "completed" and result.summary.epochs_trained == 4
 
 
 def test_all_checkpoints_broken_lists_every_problem(finished_run: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typing_extensions import override
 
-from kiln.train import Trainer
+from kiln import resume
 from kiln.train.callback import Callback
 from kiln.train.resume import plan_resume
 from kiln.train.state import TrainState
@@ -82,8 +82,7 @@ def test_other_world_size_drops_the_partial_window(
     assert plan.checkpoint is not None and plan.checkpoint.trainer["grads"]  # batch 3's gradients are in it
     probe = Probe()
     with caplog.at_level(logging.WARNING, logger="kiln"):
-        result = Trainer(plan.config, callbacks=[probe], quiet=True, resume_from=plan.checkpoint,
-                         run_dir=plan.run_dir).fit()
+        result = resume(plan, callbacks=[probe], quiet=True)  # the plan asserted on above
     assert result.status == "completed"
     # One process takes 32 samples per batch: the job's 64 samples before the window's start are
     # 2 batches, and the window [2, 4) is trained again from scratch: its batch 2 holds exactly the

@@ -18,6 +18,8 @@ from kiln.runs.gates import (
     parse_gate,
     parse_gates,
 )
+from kiln.runs.summary import RunSummary
+from tests.runs.summaries import summary_dict
 
 
 @pytest.mark.parametrize(
@@ -86,13 +88,13 @@ def test_rows_and_failure_description() -> None:
 
 
 def test_metrics_from_summary() -> None:
-    summary = {
-        "best": {"monitor": "val_loss", "metrics": {"val_loss": 0.2, "epoch": 3}},
-        "final": {"val_loss": 0.3, "train_accuracy": 0.9, "lr": 0.01, "note": "x", "bad": math.nan},
-        "test": {"test_accuracy": 0.95},
-    }
+    summary = RunSummary.model_validate(summary_dict(
+        best={"monitor": "val_loss", "mode": "min", "value": 0.2, "epoch": 3, "metrics": {"val_loss": 0.2, "epoch": 3}},
+        final={"val_loss": 0.3, "train_accuracy": 0.9, "lr": 0.01, "bad": math.nan},
+        test={"test_accuracy": 0.95},
+    ))
     assert metrics_from_summary(summary) == {
         "best_val_loss": 0.2, "best_epoch": 3.0, "val_loss": 0.3, "train_accuracy": 0.9, "lr": 0.01,
         "test_accuracy": 0.95,
     }
-    assert metrics_from_summary({"best": {}, "final": {}, "test": {}}) == {}
+    assert metrics_from_summary(RunSummary.model_validate(summary_dict(best={}, final={}, test={}))) == {}

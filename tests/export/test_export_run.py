@@ -103,7 +103,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "checkpoint.enabled=false", "tracking.backends=['jsonl']",
     ])
     result = Trainer(config, quiet=True).fit()
-    assert result.summary["test"]["test_accuracy"] >= 0.95, result.summary["test"]
+    assert result.summary.test["test_accuracy"] >= 0.95, result.summary.test
     return result.run_dir
 
 

@@ -38,7 +38,7 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_weights(tmp_path:
     a, b = kiln.load_model(straight).state_dict(), kiln.load_model(report.run_dir).state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert read_summary(report.run_dir)["test"] == read_summary(straight)["test"]  # type: ignore[attr-defined]
+    assert read_summary(report.run_dir).test == read_summary(straight).test
 
 
 @pytest.mark.slow
@@ -59,10 +59,10 @@ def test_sigterm_commits_a_checkpoint_exits_143_and_resume_completes(tmp_path: P
     checkpoints = sorted((run_dir / "checkpoints").iterdir())
     assert any(p.name.endswith(tuple("0123456789")) for p in checkpoints)
     summary = read_summary(run_dir)
-    assert summary["status"] == "interrupted"
+    assert summary.status == "interrupted"
 
     resumed = run_cli("resume", str(run_dir), "training.epochs=3", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert read_summary(run_dir)["status"] == "completed"  # type: ignore[attr-defined]
+    assert read_summary(run_dir).status == "completed"
     again = run_cli("resume", str(run_dir), "training.epochs=3")
     assert again.returncode == 0 and "already finished" in again.stdout

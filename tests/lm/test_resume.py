@@ -59,8 +59,8 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     assert plan.checkpoint is not None
     assert (plan.checkpoint.meta["global_step"], plan.checkpoint.meta["reason"]) == (23, "signal")
     assert plan.checkpoint.meta["batch_in_epoch"] not in (0, 11)  # mid-epoch
-    result = Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=run_dir).fit()
-    assert result.status == "completed" and result.summary["global_step"] == 45
+    result = kiln.resume(run_dir, quiet=True)
+    assert result.status == "completed" and result.summary.global_step == 45
 
     assert metrics(run_dir) == metrics(straight)
     assert any(scope == "step" and "val_loss" in m for scope, _, m in metrics(straight))

@@ -26,10 +26,10 @@ def test_validation_loss_falls_well_below_uniform_guessing(trained: Path) -> Non
     assert len(evals) == 3  # steps 40, 80, 120
     assert evals[0]["val_loss"] < uniform
     assert evals[-1]["val_loss"] < 0.25 * uniform, (evals[-1]["val_loss"], uniform)
-    assert summary["final"]["val_loss"] < 0.25 * uniform
-    assert summary["final"]["val_perplexity"] == math.exp(summary["final"]["val_loss"])
-    assert summary["test"]["test_loss"] < 0.25 * uniform
-    assert summary["global_step"] == 120 and summary["status"] == "completed"
+    assert summary.final["val_loss"] < 0.25 * uniform
+    assert summary.final["val_perplexity"] == math.exp(summary.final["val_loss"])
+    assert summary.test["test_loss"] < 0.25 * uniform
+    assert summary.global_step == 120 and summary.status == "completed"
 
 
 def test_every_evaluation_logs_throughput_and_a_sample(trained: Path) -> None:
@@ -116,7 +116,7 @@ def test_the_shipped_config_trains_on_a_given_text(tmp_path: Path) -> None:
     ])
     assert cfg.data.path == tmp_path / "pattern.txt"
     result = Trainer(cfg, quiet=True).fit()
-    assert result.status == "completed" and result.summary["global_step"] == 4
+    assert result.status == "completed" and result.summary.global_step == 4
     assert len((result.run_dir / "logs/samples.jsonl").read_text().splitlines()) == 2
 
 

@@ -50,6 +50,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         ), quiet=True).fit()
     for result in (baseline, wider):
         assert wait_for_finisher(result.run_dir)  # MLflow finishes after fit() returns
-        assert (result.run_dir / "logs" / "mlflow.json").is_file(), result.summary["trackers"]
-        assert result.summary["trackers"]["failed"] == {}, result.summary["trackers"]
+        assert (result.run_dir / "logs" / "mlflow.json").is_file(), result.summary.trackers
+        assert result.summary.trackers.failed == {}, result.summary.trackers
     yield Store(root, uri, baseline, wider)

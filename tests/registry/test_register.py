@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from kiln.errors import ConfigError, RegistryError
 from kiln.registry import register_run, show_model
 from tests.registry.conftest import FAILING_GATE, NOLOAD, PASSING_GATE, Store
+from tests.runs.summaries import summary_dict
 
 pytestmark = pytest.mark.filterwarnings(NOLOAD)
 
@@ -27,7 +28,7 @@ def test_register_creates_a_version_pointing_at_the_run_with_provenance_tags(sto
     version = MlflowClient(store.uri).get_model_version("reg-basic", "1")
     assert version.run_id == link["run_id"]
     assert version.tags["kiln.run_dir"] == str(run_dir.resolve())
-    assert version.tags["kiln.config_hash"] == store.baseline.summary["config_hash"]
+    assert version.tags["kiln.config_hash"] == store.baseline.summary.config_hash
     assert float(version.tags["test_accuracy"]) == store.baseline.test_metrics["test_accuracy"]
     assert len(version.tags["kiln.model_sha256"]) == 64
     assert json.loads(json.dumps(first.to_dict()))["registered"] is True
@@ -42,7 +43,8 @@ def test_register_with_passing_gate_sets_the_alias(store: Store) -> None:
 
 def test_tracking_register_with_a_failing_gate_registers_without_the_alias(store: Store) -> None:
     """`tracking.register` in the config: the version exists, the alias was refused, and why is recorded."""
-    registry = store.wider.summary["registry"]
+    registry = store.wider.summary.registry
+    assert registry is not None
     assert registry["registered"] is True and registry["name"] == "gated"
     assert registry["alias"] == "production" and registry["alias_set"] is False
     assert registry["gates"][0]["gate"] == FAILING_GATE and registry["gates"][0]["passed"] is False
@@ -59,14 +61,20 @@ def test_tracking_register_with_a_failing_gate_registers_without_the_alias(store
     assert entry["event"] == "refused" and entry["source"] == "tracking.register"
 
 
+def finished_run(root: Path, status: str) -> None:
+    """A run directory with only its config and a summary: nothing else, nothing in MLflow."""
+    (root / "config.yaml").write_text("")
+    (root / "summary.json").write_text(json.dumps(summary_dict(status=status)))
+
+
 def test_a_run_not_tracked_in_mlflow_is_refused_with_the_fix(tmp_path: Path) -> None:
-    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    finished_run(tmp_path, "completed")
     with pytest.raises(RegistryError, match=r"not tracked in MLflow .* kiln sync "):
         register_run(tmp_path, "never")
 
 
 def test_an_unfinished_run_and_a_malformed_gate_are_refused_before_anything_is_written(store: Store, tmp_path: Path) -> None:
-    (tmp_path / "summary.json").write_text(json.dumps({"status": "crashed"}))
+    finished_run(tmp_path, "crashed")
     with pytest.raises(RegistryError, match="status 'crashed'"):
         register_run(tmp_path, "never")
     with pytest.raises(ConfigError, match=r"gate 'test_accuracy=>0.9' is not a gate: expected METRIC OP NUMBER"):

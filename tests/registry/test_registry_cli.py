@@ -170,3 +170,23 @@ def test_ui_prints_the_url_then_runs_mlflow_ui_on_the_local_store(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     assert main(["ui"]) == 0 and len(executed) == 1
     assert "open http://tracking.example:5000" in capsys.readouterr().out
+
+
+def test_the_default_store_follows_the_runs_output_dir(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kiln.config.schema import RunConfig
+    from kiln.registry import registry_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    output = store.root / "runs"  # the runs' run.output_dir: training tracked into its mlflow.db
+    assert registry_uri(None, output) == store.uri
+    assert registry_uri() == f"sqlite:///{(RunConfig().output_dir / 'mlflow.db').resolve()}"
+    register_run(store.baseline.run_dir, "by-output-dir")
+    assert main(["registry", "list", "--output-dir", str(output)]) == 0
+    assert "by-output-dir" in capsys.readouterr().out
+    elsewhere = tmp_path / "runs"
+    assert main(["registry", "list", "--output-dir", str(elsewhere)]) == 1
+    assert f"no MLflow store at {(elsewhere / 'mlflow.db').resolve()}" in capsys.readouterr().err
+    assert main(["registry", "list", "--output-dir", str(output), "--uri", "sqlite:///" + str(elsewhere)]) == 1
+    capsys.readouterr()  # --uri wins over --output-dir

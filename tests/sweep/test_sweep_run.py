@@ -41,8 +41,9 @@ def test_grid_runs_every_point_once_and_best_yaml_trains_to_the_reported_metric(
         cfg = load_config(run_dir / "config.yaml")
         assert (cfg.training.lr, cfg.model.dropout) == (trial.params["training.lr"], trial.params["model.dropout"])
         summary = read_summary(run_dir)
-        assert summary["restored_best_epoch"] == trial.user_attrs["metric_epoch"] == summary["best"]["epoch"]
-        assert summary["best"]["metrics"]["val_accuracy"] == trial.value
+        assert summary.best is not None
+        assert summary.restored_best_epoch == trial.user_attrs["metric_epoch"] == summary.best.epoch
+        assert summary.best.metrics["val_accuracy"] == trial.value
     # The table is sorted by the metric, best first.
     values = [row["val_accuracy"] for row in report.rows]
     assert values == sorted(values, reverse=True) and report.best is not None
@@ -106,8 +107,8 @@ def test_pruned_trials_stop_early_and_record_the_epoch(tmp_path: Path) -> None:
         assert 2 <= epoch < 4 and trial.user_attrs["status"] == "pruned"
         assert sorted(trial.intermediate_values) == list(range(1, epoch + 1))
         summary = read_summary(Path(trial.user_attrs["run_dir"]))
-        assert summary["epochs_trained"] == epoch
-        assert summary["stop_reason"] == f"pruned by the sweep's pruner at epoch {epoch}"
+        assert summary.epochs_trained == epoch
+        assert summary.stop_reason == f"pruned by the sweep's pruner at epoch {epoch}"
         row = next(r for r in outcome.report.rows if r["trial"] == trial.number)
         assert row["status"] == "pruned" and row["note"] == f"pruned at epoch {epoch}"
     assert pruned[1e-7].user_attrs["pruned_at_epoch"] == 2

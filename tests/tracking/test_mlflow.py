@@ -80,7 +80,7 @@ def test_embedded_store_holds_params_metrics_tags_and_artifacts(sqlite_run: kiln
     assert client.get_experiment(run.info.experiment_id).name == "kiln-tests"  # type: ignore[attr-defined]
     assert run.data.params["training.lr"] == "0.01" and run.data.params["model.hidden"] == "[16]"
     tags = run.data.tags
-    assert tags["kiln.config_hash"] == sqlite_run.summary["config_hash"]
+    assert tags["kiln.config_hash"] == sqlite_run.summary.config_hash
     assert tags["kiln.git_commit"] and tags["kiln.version"] == kiln.__version__ and tags["kiln.data_fingerprint"]
     assert mlflow_metrics(client, run_id) == epoch_metrics(run_dir)
     history = client.get_metric_history(run_id, "val_loss")  # type: ignore[attr-defined]
@@ -158,7 +158,7 @@ def test_resumed_run_appends_to_the_same_mlflow_run(tmp_path: Path) -> None:
     client, run_id = client_for(first.run_dir)
     plan = plan_resume(first.run_dir, ["training.epochs=4"])
     assert plan.checkpoint is not None
-    Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=first.run_dir).fit()
+    kiln.resume(first.run_dir, ["training.epochs=4"], quiet=True)
     assert wait_for_finisher(first.run_dir, SAFETY)
     _, same_run = client_for(first.run_dir)
     assert same_run == run_id

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kiln import Trainer
+from kiln import Trainer, resume
 from kiln.testing import tiny_config
 from kiln.testing.tracker_contract import check_tracker
 
@@ -85,7 +85,7 @@ def test_a_resumed_run_logs_to_one_wandb_run_exactly_what_an_uninterrupted_run_l
     first = Trainer(tiny_config(tmp_path / "resumed", backends=("jsonl", "wandb")), quiet=True).fit()
     plan = plan_resume(first.run_dir, ["training.epochs=3"])
     assert plan.checkpoint is not None
-    Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=first.run_dir).fit()
+    resume(first.run_dir, ["training.epochs=3"], quiet=True)
     straight = Trainer(tiny_config(tmp_path / "straight", "training.epochs=3", backends=("jsonl", "wandb")),
                        quiet=True).fit()
 

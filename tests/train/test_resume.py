@@ -13,7 +13,7 @@ import torch
 
 import kiln
 from kiln.checkpoint import CheckpointManager
-from kiln.errors import ConfigError
+from kiln.errors import ConfigError, UsageError
 from kiln.runs import read_summary
 from kiln.testing import tiny_config
 from kiln.tracking import read_events
@@ -91,7 +91,7 @@ def interrupt_and_resume(tmp_path: Path, sender: SendSignal) -> Path:
     plan = plan_resume(run_dir)
     assert plan.checkpoint is not None
     assert plan.checkpoint.meta["reason"] in ("signal", "periodic")  # same position: saved once
-    result = Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=run_dir).fit()
+    result = kiln.resume(err.value.run_dir, quiet=True)  # as a Python caller resumes by itself
     assert result.status in ("completed", "stopped_early")
     return run_dir
 
@@ -128,7 +128,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(
 
     summary_a = read_summary(straight)
     summary_b = read_summary(run_dir)
-    assert summary_a["test"] == summary_b["test"]
+    assert summary_a.test == summary_b.test
     # every log holds exactly one history
     with (run_dir / "logs/training_log.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [h["epoch"] for h in history(straight)]
@@ -142,10 +142,15 @@ def test_resuming_a_finished_run_does_nothing(tmp_path: Path) -> None:
     plan = plan_resume(result.run_dir)
     assert plan.checkpoint is None and plan.finished_message is not None
     assert "already finished all 2 epochs" in plan.finished_message
+    summary_text = (result.run_dir / "summary.json").read_text()
+    assert kiln.resume(result.run_dir, quiet=True) == result  # read from summary.json: nothing trained
+    assert (result.run_dir / "summary.json").read_text() == summary_text
+    with pytest.raises(UsageError, match="a ResumePlan already holds its config"):
+        kiln.resume(plan, ["training.epochs=3"])
     longer = plan_resume(result.run_dir, ["training.epochs=3"])  # a safe change: train longer
     assert longer.checkpoint is not None and longer.finished_message is None
-    more = Trainer(longer.config, quiet=True, resume_from=longer.checkpoint, run_dir=result.run_dir).fit()
-    assert more.summary["epochs_trained"] == 3
+    more = kiln.resume(result.run_dir, ["training.epochs=3"], quiet=True)
+    assert more.summary.epochs_trained == 3
     assert [h["epoch"] for h in history(result.run_dir)] == [1, 2, 3]
 
 
@@ -161,6 +166,8 @@ def test_resume_refuses_unsafe_config_change_with_the_differences(tmp_path: Path
     assert "training.epochs" not in message and "--allow-config-change" in message
     plan = plan_resume(run_dir, ["training.lr=0.5"], allow_config_change=True)
     assert plan.config.training.lr == 0.5
+    with pytest.raises(ConfigError, match=r"training\.lr: 0\.01 -> 0\.5"):
+        kiln.resume(run_dir, ["training.lr=0.5"])  # the library call refuses alike
 
 
 def test_second_sigint_stops_at_once_without_a_checkpoint(tmp_path: Path) -> None:
@@ -174,7 +181,7 @@ def test_second_sigint_stops_at_once_without_a_checkpoint(tmp_path: Path) -> Non
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, callbacks=[DoubleSigint()], quiet=True).fit()
     (run_dir,) = tmp_path.iterdir()
-    assert read_summary(run_dir)["status"] == "interrupted"
+    assert read_summary(run_dir).status == "interrupted"
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
@@ -188,7 +195,7 @@ def test_step_based_run_extended_mid_epoch_continues_that_epoch(tmp_path: Path) 
                     quiet=True).fit()
     plan = plan_resume(short.run_dir, ["training.max_steps=30"])
     assert plan.checkpoint is not None
-    Trainer(plan.config, quiet=True, resume_from=plan.checkpoint, run_dir=short.run_dir).fit()
+    kiln.resume(short.run_dir, ["training.max_steps=30"], quiet=True)
     a = kiln.load_model(straight.run_dir).state_dict()
     b = kiln.load_model(short.run_dir).state_dict()
     for key in a:

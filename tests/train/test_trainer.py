@@ -115,8 +115,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_best(tmp_path: Pat
     result = Trainer(cfg, callbacks=[script], quiet=True).fit()
     # best 0.4 at epoch 4; 0.45, 0.41 (not better by min_delta), 0.9 -> stop after epoch 7
     assert result.status == "stopped_early"
-    assert result.summary["epochs_trained"] == 7
-    assert result.summary["restored_best_epoch"] == 4
+    assert result.summary.epochs_trained == 7
+    assert result.summary.restored_best_epoch == 4
     restored = kiln.load_model(result.run_dir).state_dict()
     for key, value in script.weights[3].items():
         assert torch.equal(restored[key], value), key
@@ -205,8 +205,8 @@ def test_nan_guard_stops_and_keeps_last_good_weights(tmp_path: Path) -> None:
     last_good = LastGood()
     result = Trainer(cfg, data=data, callbacks=[last_good], quiet=True).fit()
     assert result.status == "failed"
-    assert "non-finite loss" in (result.summary["stop_reason"] or "")
-    assert result.summary["epochs_trained"] == 1 and result.summary["global_step"] == last_good.step
+    assert "non-finite loss" in (result.summary.stop_reason or "")
+    assert result.summary.epochs_trained == 1 and result.summary.global_step == last_good.step
     saved = kiln.load_model(result.run_dir).state_dict()
     for key, value in last_good.weights.items():
         assert torch.equal(saved[key], value), key
@@ -240,7 +240,7 @@ def test_grad_accum_counts_optimizer_steps(tmp_path: Path) -> None:
     batches = -(-len(build_data(cfg.data, cfg.run.seed).train) // 16)  # type: ignore[arg-type]
     assert (batches, batches % 4) == (81, 1)  # 20 full windows and one batch left over
     result = Trainer(cfg, quiet=True).fit()
-    assert result.summary["global_step"] == 21
+    assert result.summary.global_step == 21
 
 
 def test_loss_that_does_not_fit_the_task_is_a_config_error(tmp_path: Path) -> None:

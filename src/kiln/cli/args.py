@@ -14,11 +14,11 @@ from pathlib import Path
 from kiln.errors import PathError, RegistryError, UsageError
 
 
-def run_dir(text: str, markers: Sequence[str] = ("config.yaml",), up: int = 0) -> Path:
-    """The run directory ``text`` names (see :func:`kiln.runs.summary.require_run_dir`)."""
-    from kiln.runs.summary import require_run_dir
+def run_dir(text: str, needs: Sequence[str] = (), up: int = 0) -> Path:
+    """The run directory ``text`` names (see :meth:`kiln.runs.RunDir.open`)."""
+    from kiln.runs.rundir import RunDir
 
-    return require_run_dir(text, markers, up)
+    return RunDir.open(text, needs, up).root
 
 
 def source(text: str) -> str:

@@ -68,11 +68,12 @@ def from_run_dir(run_dir: Path) -> RunColumn:
     import yaml
 
     from kiln.runs.gates import metrics_from_summary
-    from kiln.runs.summary import require_run_dir
+    from kiln.runs.rundir import RunDir
 
-    config, summary = require_run_dir(run_dir) / "config.yaml", run_dir / "summary.json"
-    params = flatten(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
-    metrics = metrics_from_summary(json.loads(summary.read_text(encoding="utf-8"))) if summary.is_file() else {}
+    run = RunDir.open(run_dir)
+    params = flatten(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {})
+    summary = run.read_summary_if_any()  # a run still going has params but no metrics yet
+    metrics = metrics_from_summary(summary) if summary is not None else {}
     return RunColumn(run_dir.name, params, metrics)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.cli.common import print_table
 
 if TYPE_CHECKING:
+    from kiln.runs.summary import RunSummary
     from kiln.train import Callback, FitResult
 
 
@@ -34,32 +35,32 @@ def report(result: FitResult) -> int:
     if is_rank_zero():
         print_summary(result.summary)
     if result.status not in ("completed", "stopped_early"):
-        print(f"training {result.status}: {result.summary.get('stop_reason')}")
+        print(f"training {result.status}: {result.summary.stop_reason}")
         return 1
     return 0
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    final = summary.get("final", {})
+def print_summary(summary: RunSummary) -> None:
+    final = summary.final
     rows: list[list[Any]] = [
-        ["status", summary["status"]],
+        ["status", summary.status],
     ]
-    if summary.get("max_steps"):
-        rows.append(["steps trained", f"{summary['global_step']} / {summary['max_steps']}"])
+    if summary.max_steps:
+        rows.append(["steps trained", f"{summary.global_step} / {summary.max_steps}"])
     else:
-        rows.append(["epochs trained", f"{summary['epochs_trained']} / {summary['max_epochs']}"])
-        rows.append(["best epoch", summary.get("best_epoch")])
+        rows.append(["epochs trained", f"{summary.epochs_trained} / {summary.max_epochs}"])
+        rows.append(["best epoch", summary.best_epoch])
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         if key in final:
             rows.append([f"final {key}", final[key]])
-    for key, value in summary.get("test", {}).items():
+    for key, value in summary.test.items():
         rows.append([key, value])
-    batch = summary.get("batch") or {}
-    if batch.get("world_size", 1) > 1:
-        rows.append(["processes / effective batch", f"{batch['world_size']} / {batch['effective_batch']}"])
-    rows.append(["parameters", f"{summary['parameters']:,}"])
-    rows.append(["duration", f"{summary['durations']['total_s']:.1f} s"])
-    rows.append(["run directory", summary["run_dir"]])
-    if summary.get("stop_reason"):
-        rows.append(["stop reason", summary["stop_reason"]])
+    batch = summary.batch
+    if batch is not None and batch.world_size > 1:
+        rows.append(["processes / effective batch", f"{batch.world_size} / {batch.effective_batch}"])
+    rows.append(["parameters", f"{summary.parameters:,}"])
+    rows.append(["duration", f"{summary.durations.total_s:.1f} s"])
+    rows.append(["run directory", summary.run_dir])
+    if summary.stop_reason:
+        rows.append(["stop reason", summary.stop_reason])
     print_table("summary", ["", ""], rows, header=False)

@@ -15,7 +15,8 @@ from kiln.errors import UsageError
 if TYPE_CHECKING:
     from datetime import datetime
 
-_URI_HELP = "tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)"
+_URI_HELP = "tracking/registry URI (default: $MLFLOW_TRACKING_URI, else OUTPUT_DIR/mlflow.db)"
+_OUTPUT_HELP = "where runs live (run.output_dir, default runs): its mlflow.db is the store without --uri"
 _REQUIRE_HELP = "a gate the version's metrics must pass, e.g. 'test_accuracy>=0.98' (repeatable)"
 
 
@@ -26,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
     def action(name: str, help: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = actions.add_parser(name, help=help, allow_abbrev=False)
         sub.add_argument("--uri", help=_URI_HELP)
-        sub.set_defaults(handler=handler)
+        sub.add_argument("--output-dir", metavar="OUTPUT_DIR", help=_OUTPUT_HELP)
+        sub.set_defaults(handler=lambda args: handler(_resolve_store(args)))
         return sub
 
     action("list", "list registered models and their aliases", run_list)
@@ -54,6 +56,16 @@ def add_parser(subparsers: Any) -> None:
     audit.add_argument("name")
     audit.add_argument("--alias", help="only this alias")
     audit.add_argument("--at", metavar="TIME", help="which version held --alias at TIME (ISO 8601, UTC if no offset)")
+
+
+def _resolve_store(args: argparse.Namespace) -> argparse.Namespace:
+    """``args.uri`` made explicit: --uri, else $MLFLOW_TRACKING_URI, else --output-dir's store."""
+    from kiln.cli.args import output_dir
+    from kiln.registry import registry_uri
+
+    if args.uri is None and args.output_dir is not None:
+        args.uri = registry_uri(None, output_dir(args.output_dir))
+    return args
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -45,8 +45,8 @@ def resume_run(
 def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
     from kiln.cli.fit_report import announce, report
     from kiln.distributed.group import is_rank_zero
-    from kiln.train import Trainer
     from kiln.train.ranks.resume_choice import agreed_resume_plan
+    from kiln.train.resume_run import resume
 
     plan = agreed_resume_plan(path, overrides, allow_config_change)  # rank 0's choice, on every rank
     if plan.finished_message is not None:
@@ -55,6 +55,4 @@ def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: b
     assert plan.checkpoint is not None
     if is_rank_zero():
         print(f"resuming {plan.run_dir} from checkpoint {plan.checkpoint.path.name}", flush=True)
-    trainer = Trainer(plan.config, callbacks=[announce()], quiet=quiet,
-                      resume_from=plan.checkpoint, run_dir=plan.run_dir)
-    return report(trainer.fit())
+    return report(resume(plan, callbacks=[announce()], quiet=quiet))

@@ -20,21 +20,22 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kiln.cli.args import output_dir
-    from kiln.runs.summary import list_runs
+    from kiln.runs.rundir import list_runs
     from kiln.tracking.finisher import state
 
     runs = list_runs(output_dir(args.output_dir))
     if not runs:
         print(f"no runs in {args.output_dir}/ yet: start one with `kiln train`")
         return 0
-    rows = []
+    rows: list[list[Any]] = []
     for info in runs:
         s = info.summary
-        final = s.get("final", {})
-        test = s.get("test", {})
+        if s is None:  # still going, killed, or its summary.json is damaged: info.state says which
+            rows.append([info.name, info.state, None, None, None, None, None, state(info.path)])
+            continue
         rows.append([
-            info.name, s.get("status"), s.get("epochs_trained"), s.get("best_epoch"),
-            final.get("val_loss"), final.get("val_accuracy"), test.get("test_accuracy"), state(info.path),
+            info.name, s.status, s.epochs_trained, s.best_epoch,
+            s.final.get("val_loss"), s.final.get("val_accuracy"), s.test.get("test_accuracy"), state(info.path),
         ])
     columns = ["run", "status", "epochs", "best", "val_loss", "val_acc", "test_acc", "mlflow"]
     print_table(f"runs in {args.output_dir}/", columns, rows)

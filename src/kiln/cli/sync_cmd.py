@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.tracking.sync import sync_run
 
     for run_dir in args.run_dirs:  # every one, before any is sent
-        check_run_dir(run_dir, ("config.yaml", "logs/events.jsonl"))
+        check_run_dir(run_dir, ("logs/events.jsonl",))
     for run_dir in args.run_dirs:
         report = sync_run(run_dir, args.uri, wait=args.wait)
         model = ", model logged" if report.model_logged else ""

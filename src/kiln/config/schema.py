@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SerializeAsAny, WrapValidator
 
+from kiln.config.changes import LENGTH, LOGISTICS, MACHINE  # what a change does to a run begun
 from kiln.config.data_options import DataConfig, DigitsOptions
 from kiln.config.entries import DATA, MODEL
 from kiln.config.model_options import MlpOptions, ModelConfig
@@ -28,11 +29,11 @@ ModelSection = Annotated[SerializeAsAny[ModelConfig], WrapValidator(MODEL.wrap),
 class RunConfig(Section):
     name: str = "kiln"  # prefix of the run directory name: runs/<name>_<YYYYmmdd_HHMMSS>/
     experiment: str | None = None  # MLflow experiment; null: the run name
-    output_dir: Path = Path("runs")  # parent of every run directory
+    output_dir: Annotated[Path, MACHINE] = Path("runs")  # parent of every run directory
     seed: int = 42  # seeds Python, NumPy and torch, and the data split and order
     deterministic: bool = False  # torch deterministic algorithms: identical runs, a little slower
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
-    progress: bool = True  # rich progress bar (only shown when stdout is a terminal)
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], MACHINE] = "auto"  # auto: cuda, then mps, then cpu
+    progress: Annotated[bool, LOGISTICS] = True  # rich progress bar (only shown when stdout is a terminal)
     # Linux (glibc): keep memory freed between steps for reuse instead of page-faulting it in
     # again every step (the reference CNN's CPU epochs: 12 % faster); resident size stays at its peak
     keep_freed_memory: bool = True
@@ -70,9 +71,9 @@ class LossConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: int = Field(10, ge=1)  # maximum epochs (early stopping may end sooner)
+    epochs: Annotated[int, LENGTH] = Field(10, ge=1)  # maximum epochs (early stopping may end sooner)
     batch_size: int = Field(64, ge=1)  # samples per step (per process)
-    eval_batch_size: int = Field(512, ge=1)  # batch size for validation and test
+    eval_batch_size: Annotated[int, LOGISTICS] = Field(512, ge=1)  # batch size for validation and test
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)  # learning rate (before any schedule)
     weight_decay: float = Field(0.0, ge=0)  # decoupled for adamw, coupled L2 for adam/sgd
@@ -83,7 +84,7 @@ class TrainingConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: float | None = Field(None, gt=0)  # clip the global gradient norm to this value
     grad_accum: int = Field(1, ge=1)  # micro-batches accumulated per optimizer step
-    max_steps: int | None = Field(None, ge=1)  # stop after N optimizer steps (epochs then ignored)
+    max_steps: Annotated[int | None, LENGTH] = Field(None, ge=1)  # stop after N optimizer steps (epochs then ignored)
     eval_every_n_steps: int | None = Field(None, ge=1)  # also validate every N steps (null: epochs only)
     eval_batches: int | None = Field(None, ge=1)  # validation batches per evaluation (null: all)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the forward pass
@@ -95,12 +96,12 @@ class CheckpointConfig(Section):
     enabled: bool = True  # write checkpoints into <run>/checkpoints/ (needed by `kiln resume`)
     monitor: str = "val_loss"  # the epoch metric that ranks checkpoints for keep_best_n
     mode: Literal["min", "max"] = "min"  # whether lower or higher is better
-    keep_best_n: int = Field(1, ge=1)  # best checkpoints kept by the monitored metric
-    keep_last_n: int = Field(1, ge=1)  # newest checkpoints kept (the newest is always kept)
-    every_n_epochs: int | None = Field(1, ge=1)  # save at the end of every N-th epoch (null: never)
-    every_n_steps: int | None = Field(None, ge=1)  # also save every N optimizer steps, mid-epoch
-    save_last: bool = True  # save when training ends, so a longer resume can continue from there
-    async_save: bool = False  # copy state on the training thread, write it on a background thread
+    keep_best_n: Annotated[int, LOGISTICS] = Field(1, ge=1)  # best checkpoints kept by the monitored metric
+    keep_last_n: Annotated[int, LOGISTICS] = Field(1, ge=1)  # newest checkpoints kept (the newest is always kept)
+    every_n_epochs: Annotated[int | None, LOGISTICS] = Field(1, ge=1)  # save at the end of every N-th epoch (null: never)
+    every_n_steps: Annotated[int | None, LOGISTICS] = Field(None, ge=1)  # also save every N optimizer steps, mid-epoch
+    save_last: Annotated[bool, LOGISTICS] = True  # save when training ends, so a longer resume can continue from there
+    async_save: Annotated[bool, LOGISTICS] = False  # copy state on the training thread, write it on a background thread
 
 
 class RegisterConfig(Section):
@@ -161,8 +162,9 @@ class DistributedConfig(Section):
     # over a single-process run of the same config (k = world size for per_process, 1 for global).
     batch_size: Literal["per_process", "global"] = "per_process"  # training.batch_size is per process, or split across processes
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # lr x k (linear, Goyal et al.) or x sqrt(k)
-    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when CUDA is used, gloo on CPU
-    timeout: float = Field(300.0, gt=0)  # seconds a collective waits for a missing rank before failing
+    # backend and timeout: which library carries the collectives and how long one waits: same maths
+    backend: Annotated[Literal["auto", "gloo", "nccl"], LOGISTICS] = "auto"  # auto: nccl when CUDA is used, gloo on CPU
+    timeout: Annotated[float, LOGISTICS] = Field(300.0, gt=0)  # seconds a collective waits for a missing rank before failing
 
 
 class KilnConfig(Section):
@@ -173,6 +175,6 @@ class KilnConfig(Section):
     model: ModelSection = Field(default_factory=MlpOptions)  # see `kiln models`
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tracking: Annotated[TrackingConfig, LOGISTICS] = Field(default_factory=TrackingConfig)  # all of it: where records go
     gate: GateConfig = Field(default_factory=GateConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)

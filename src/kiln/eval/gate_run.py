@@ -23,7 +23,8 @@ from kiln.errors import UsageError
 from kiln.eval.latency import COST_METRICS
 from kiln.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from kiln.runs.gates import GateResult, all_passed, evaluate_gates, parse_gates
-from kiln.runs.layout import read_json
+from kiln.runs.layout import read_json_if_present
+from kiln.runs.rundir import RunDir
 
 SPLITS = ("train", "val", "test")
 QUALITY_METRICS = tuple(dict.fromkeys(("loss", "accuracy", *CLASSIFICATION_METRICS, *REGRESSION_METRICS)))
@@ -71,22 +72,22 @@ def gate_run(path: str | Path, require: Sequence[str] = (), split: str = "test",
 
 def config_criteria(root: Path) -> list[str]:
     """``gate.require`` from the run's config.yaml (empty by default)."""
-    from kiln.config import load_config
-
-    return list(load_config(root / "config.yaml").gate.require)
+    return list(RunDir(root).read_config().gate.require)
 
 
 def collect_metrics(root: Path, split: str) -> dict[str, float]:
     """Every metric already measured for the run (see the module docstring for the order)."""
     from kiln.runs.gates import metrics_from_summary
 
-    metrics = metrics_from_summary(read_json(root / "summary.json"))
+    summary = RunDir(root).read_summary_if_any()  # a model fetched from the registry may lack it
+    metrics = metrics_from_summary(summary) if summary is not None else {}
     for name in SPLITS:
-        metrics.update(_numbers(read_json(root / "eval" / f"metrics_{name}.json")))
+        metrics.update(_numbers(read_json_if_present(root / "eval" / f"metrics_{name}.json")))
     prefix = f"{split}_"
     metrics.update({k[len(prefix):]: v for k, v in list(metrics.items())
                     if k.startswith(prefix) and k[len(prefix):] in QUALITY_METRICS})
-    metrics.update(_numbers(read_json(root / "eval" / "cost.json").get("metrics") or {}))
+    cost = read_json_if_present(root / "eval" / "cost.json")  # measured on demand, see _measure
+    metrics.update(_numbers(cost["metrics"] if cost is not None else None))
     return metrics
 
 
@@ -127,5 +128,8 @@ def _measurable(metric: str) -> bool:
 
 
 
-def _numbers(data: dict[str, Any]) -> dict[str, float]:
+def _numbers(data: dict[str, Any] | None) -> dict[str, float]:
+    """The numeric values of an eval record; none when it was not written (not measured yet)."""
+    if data is None:
+        return {}
     return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

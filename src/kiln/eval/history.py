@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
+
+from kiln.tracking.jsonl import read_events
 
 History = dict[str, list[float]]  # column -> one value per epoch (NaN where missing)
 
@@ -31,11 +32,7 @@ def _event_rows(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     by_epoch: dict[float, dict[str, float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a crashed run
+    for event in read_events(path):  # the one reader of events.jsonl (it skips a torn last line)
         if event.get("event") == "metrics" and event.get("scope") == "epoch":
             metrics = {k: _number(v) for k, v in (event.get("metrics") or {}).items()}
             epoch = metrics.get("epoch", float(len(by_epoch) + 1))

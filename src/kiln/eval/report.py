@@ -12,9 +12,13 @@ import base64
 import html
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kiln.runs.layout import read_json, write_text
+from kiln.runs.layout import read_json, read_json_if_present, write_text
+from kiln.runs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from kiln.runs.summary import RunSummary
 
 REPORT = "report.html"
 STYLE = """
@@ -35,15 +39,16 @@ def build_report(run_dir: str | Path, split: str = "test", evaluate: bool = True
     evaluated = (root / "eval" / f"metrics_{split}.json").is_file()
     if evaluate and not (evaluated and any((root / "eval").glob("*.png"))):  # kiln gate draws none
         evaluate_run(root, split)
-    summary = read_json(root / "summary.json")
+    # A model fetched from the registry may come without its summary.json: a report without it.
+    summary = RunDir(root).read_summary_if_any()
     eval_dir = root / "eval"
     body = [
         f"<h1>Run report: {_e(root.name)}</h1>",
         _overview(summary, read_json(root / "models" / "model.json")),
         _metrics_section(summary, eval_dir),
-        _per_class(read_json(eval_dir / f"classification_report_{split}.json")),
-        _cost(read_json(eval_dir / "cost.json")),
-        _exports(read_json(root / "models" / "exports.json")),
+        _per_class(read_json_if_present(eval_dir / f"classification_report_{split}.json")),  # regression: none
+        _cost(read_json_if_present(eval_dir / "cost.json")),  # measured by `kiln eval`, not `kiln gate`
+        _exports(read_json_if_present(root / "models" / "exports.json")),  # before `kiln export`: none
         _figures(sorted(eval_dir.glob("*.png"))),
     ]
     page = (
@@ -56,21 +61,24 @@ def build_report(run_dir: str | Path, split: str = "test", evaluate: bool = True
     return path
 
 
-def _overview(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+def _overview(summary: RunSummary | None, meta: Mapping[str, Any]) -> str:
     model = meta.get("model") or {}
     spec = meta.get("data_spec") or {}
-    rows = [
-        ("status", summary.get("status")), ("epochs", f"{summary.get('epochs_trained')} of {summary.get('max_epochs')}"),
-        ("best epoch", summary.get("best_epoch")), ("model", model.get("name")),
-        ("parameters", meta.get("parameters")), ("dataset", spec.get("name")), ("task", spec.get("task")),
-        ("input shape", spec.get("input_shape")), ("config hash", str(summary.get("config_hash", ""))[:12]),
-        ("started", summary.get("started_at")), ("finished", summary.get("finished_at")),
+    rows: list[tuple[str, Any]] = [
+        ("model", model.get("name")), ("parameters", meta.get("parameters")), ("dataset", spec.get("name")),
+        ("task", spec.get("task")), ("input shape", spec.get("input_shape")),
     ]
+    if summary is not None:
+        rows = [
+            ("status", summary.status), ("epochs", f"{summary.epochs_trained} of {summary.max_epochs}"),
+            ("best epoch", summary.best_epoch), *rows, ("config hash", summary.config_hash[:12]),
+            ("started", summary.started_at), ("finished", summary.finished_at),
+        ]
     return "<h2>Overview</h2>" + _table(["", ""], ([k, v] for k, v in rows if v not in (None, "")), header=False)
 
 
-def _metrics_section(summary: Mapping[str, Any], eval_dir: Path) -> str:
-    rows: dict[str, Any] = {**(summary.get("final") or {}), **(summary.get("test") or {})}
+def _metrics_section(summary: RunSummary | None, eval_dir: Path) -> str:
+    rows: dict[str, Any] = {**summary.final, **summary.test} if summary is not None else {}
     for path in sorted(eval_dir.glob("metrics_*.json")):
         rows.update(read_json(path))
     if not rows:
@@ -78,27 +86,26 @@ def _metrics_section(summary: Mapping[str, Any], eval_dir: Path) -> str:
     return "<h2>Metrics</h2>" + _table(["metric", "value"], ([k, v] for k, v in rows.items()))
 
 
-def _per_class(report: Mapping[str, Any]) -> str:
-    per_class = report.get("per_class") or []
-    if not per_class:
+def _per_class(report: Mapping[str, Any] | None) -> str:
+    if report is None or not report.get("per_class"):
         return ""
-    rows = ([r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in per_class)
+    rows = ([r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in report["per_class"])
     title = f"<h2>Per class ({_e(report.get('split', ''))} split)</h2>"
     return title + _table(["class", "precision", "recall", "F1", "support"], rows)
 
 
-def _cost(cost: Mapping[str, Any]) -> str:
-    metrics = cost.get("metrics") or {}
-    if not metrics:
+def _cost(cost: Mapping[str, Any] | None) -> str:
+    if cost is None or not cost.get("metrics"):
         return ""
+    metrics = cost["metrics"]
     note = f"<p>{_e(cost.get('latency', ''))}, on {_e(cost.get('device', '?'))} with {_e(cost.get('threads', '?'))} threads.</p>"
     return "<h2>Inference cost</h2>" + note + _table(["metric", "value"], ([k, v] for k, v in metrics.items()))
 
 
-def _exports(data: Mapping[str, Any]) -> str:
-    exports = data.get("exports") or {}
-    if not exports:
+def _exports(data: Mapping[str, Any] | None) -> str:
+    if data is None or not data.get("exports"):
         return ""
+    exports = data["exports"]
     rows = []
     for fmt, rec in exports.items():
         parity = rec.get("parity") or {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import DataError, RegistryError, UsageError
+from kiln.runs.rundir import RunDir
 
 WORST_EXAMPLES = 16
 SPLITS = ("train", "val", "test")
@@ -43,7 +44,6 @@ def evaluate_run(
     ``run_dir`` may be a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``): the data
     is then rebuilt from the config of the version's run (its directory here, or its copy from MLflow).
     """
-    from kiln.config import load_config
     from kiln.data.build import build_data
     from kiln.data.loader import make_loader
     from kiln.eval.predict import collect
@@ -56,7 +56,7 @@ def evaluate_run(
         raise UsageError(f"unknown split {split!r} to evaluate on", field="split", received=split,
                          allowed=SPLITS)
     root = run_root(run_dir)
-    cfg = load_config(root / "config.yaml", overrides)
+    cfg = RunDir(root).read_config(overrides)
     package = load_package(root)
     data = build_data(cfg.data, cfg.run.seed)
     dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
@@ -114,16 +114,14 @@ def run_root(run_dir: str | Path) -> Path:
 
         resolved = resolve_model_uri(str(run_dir))
         root = resolved.run_dir
-        if not (root / "config.yaml").is_file():
+        if not RunDir.is_run(root):
             raise RegistryError(
                 f"{run_dir} resolved to version {resolved.version} (MLflow run {resolved.run_id}), "
                 "but neither its run directory nor its MLflow artifacts hold the run's config.yaml, "
                 "which eval needs to rebuild the data; evaluate the run directory instead"
             )
         return root
-    from kiln.runs.summary import require_run_dir
-
-    return require_run_dir(run_dir)
+    return RunDir.open(run_dir).root
 
 
 def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],

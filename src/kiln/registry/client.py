@@ -24,15 +24,18 @@ _ALIAS = re.compile(r"^[\w\-]+$")
 _RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
 
 
-def registry_uri(uri: str | None = None) -> str:
-    """``uri``, else $MLFLOW_TRACKING_URI, else the embedded store ``runs/mlflow.db``."""
+def registry_uri(uri: str | None = None, output_dir: Path | None = None) -> str:
+    """``uri``, else $MLFLOW_TRACKING_URI, else the embedded store ``<output_dir>/mlflow.db``
+    where training tracks by default: ``output_dir`` is the config's ``run.output_dir`` when the
+    caller knows it, else that setting's default (``runs``)."""
+    from kiln.config.schema import RunConfig
     from kiln.settings import tracking_uri
 
-    return tracking_uri(uri, Path("runs"))
+    return tracking_uri(uri, output_dir if output_dir is not None else RunConfig().output_dir)
 
 
-def get_client(uri: str | None = None) -> MlflowClient:
-    """An ``MlflowClient`` whose tracking and registry URI is :func:`registry_uri` (``uri``).
+def get_client(uri: str | None = None, output_dir: Path | None = None) -> MlflowClient:
+    """An ``MlflowClient`` whose tracking and registry URI is :func:`registry_uri`.
 
     A SQLite store must exist already: the registry only reads stores that runs were tracked into,
     and a mistyped path should be an error, not a new empty database.
@@ -43,7 +46,7 @@ def get_client(uri: str | None = None) -> MlflowClient:
         raise MissingExtraError("mlflow", "mlflow") from None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    target = registry_uri(uri)
+    target = registry_uri(uri, output_dir)
     if target.startswith("sqlite:///"):
         path = Path(target.removeprefix("sqlite:///").split("?", 1)[0])
         if not path.is_file():

@@ -8,10 +8,9 @@ a run directory that was retrained or resumed since is not mistaken for the regi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kiln.errors import RegistryError
 from kiln.runs.gates import metrics_from_summary
@@ -19,6 +18,8 @@ from kiln.runs.gates import metrics_from_summary
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from kiln.runs.summary import RunSummary
 
 log = logging.getLogger("kiln.registry")
 
@@ -56,15 +57,17 @@ def local_run_dir(version: ModelVersion) -> Path | None:
     return run_dir
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    if not path.is_file():
+def read_summary(run_dir: Path) -> RunSummary:
+    """The run's summary; RegistryError when it has none (only a finished run can be registered)."""
+    from kiln.runs.rundir import RunDir
+
+    summary = RunDir.open(run_dir).read_summary_if_any()
+    if summary is None:
         raise RegistryError(
             f"{run_dir} has no summary.json: only a finished kiln run can be registered "
             "(train it to the end, or resume it with `kiln resume`)"
         )
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    return summary
 
 
 def version_metrics(client: MlflowClient, version: ModelVersion) -> tuple[dict[str, float], str]:
@@ -75,7 +78,9 @@ def version_metrics(client: MlflowClient, version: ModelVersion) -> tuple[dict[s
     """
     run_dir = local_run_dir(version)
     if run_dir is not None and (run_dir / "summary.json").is_file():
-        return metrics_from_summary(read_summary(run_dir)), str(run_dir / "summary.json")
+        from kiln.runs.summary import RunSummary
+
+        return metrics_from_summary(RunSummary.read(run_dir / "summary.json")), str(run_dir / "summary.json")
     if not version.run_id:
         raise RegistryError(
             f"version {version.version} of {version.name!r} has no MLflow run, so there are no "

@@ -38,11 +38,11 @@ from kiln.runs.gates import (
     metrics_from_summary,
     parse_gates,
 )
+from kiln.runs.summary import FINISHED
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-REGISTRABLE = ("completed", "stopped_early")
 _NEEDED_ARTIFACTS = ("model", "kiln_model")
 FINISH_WAIT = 60.0  # seconds a run's MLflow finisher gets to end on its own before a take-over
 
@@ -94,10 +94,10 @@ def register_run(
     if alias is not None:
         check_alias(alias)
     summary = read_summary(root)
-    if summary.get("status") not in REGISTRABLE:
+    if not summary.finished:
         raise RegistryError(
-            f"{root} ended with status {summary.get('status')!r}; only runs that ended "
-            f"{' or '.join(REGISTRABLE)} can be registered"
+            f"{root} ended with status {summary.status!r}; only runs that ended "
+            f"{' or '.join(FINISHED)} can be registered"
         )
     # The run's MLflow finisher may still be at work (even writing logs/mlflow.json): wait for it,
     # or take over from it past FINISH_WAIT, before reading anything it writes.
@@ -113,10 +113,10 @@ def register_run(
     _settle(client, run_id, root, own_store=uri is None or uri == link["tracking_uri"])
     _check_run(client, run_id, root, run_dir)
     _ensure_model(client, name)
-    tags = {TAG_RUN_DIR: str(root), TAG_RUN: root.name, TAG_CONFIG_HASH: str(summary.get("config_hash"))}
+    tags = {TAG_RUN_DIR: str(root), TAG_RUN: root.name, TAG_CONFIG_HASH: summary.config_hash}
     if (root / "models" / "model.safetensors").is_file():
         tags[TAG_SHA256] = weights_sha256(root)
-    tags.update({k: str(v) for k, v in (summary.get("test") or {}).items()})
+    tags.update({k: str(v) for k, v in summary.test.items()})
     model_source = f"runs:/{run_id}/model"
     version = client.create_model_version(name, model_source, run_id=run_id, tags=tags)
     number = int(version.version)

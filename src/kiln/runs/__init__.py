@@ -1,6 +1,16 @@
-"""The run directory: layout, environment capture, summary and listing."""
+"""The run directory: layout, the typed summary, environment capture and listing."""
 
 from kiln.runs.layout import RunPaths, create_run_dir
-from kiln.runs.summary import RunInfo, list_runs, read_summary
+from kiln.runs.rundir import RunDir, RunInfo, list_runs, read_summary
+from kiln.runs.summary import BestEpoch, RunSummary
 
-__all__ = ["RunInfo", "RunPaths", "create_run_dir", "list_runs", "read_summary"]
+__all__ = [
+    "BestEpoch",
+    "RunDir",
+    "RunInfo",
+    "RunPaths",
+    "RunSummary",
+    "create_run_dir",
+    "list_runs",
+    "read_summary",
+]

@@ -17,10 +17,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.catalog import did_you_mean
 from kiln.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kiln.runs.summary import RunSummary
 
 OPERATORS = (">=", "<=", "==", ">", "<")
 SYNTAX = "METRIC OP NUMBER with OP one of >=, <=, >, <, == (e.g. 'test_accuracy>=0.98')"
@@ -162,17 +165,16 @@ def describe_failures(results: Iterable[GateResult]) -> str:
     return "\n".join(lines)
 
 
-def metrics_from_summary(summary: Mapping[str, Any]) -> dict[str, float]:
+def metrics_from_summary(summary: RunSummary) -> dict[str, float]:
     """The metrics a gate can name, from a run's summary.json.
 
     ``test_*`` (the test split), the final epoch's ``val_*``/``train_*`` and other epoch values under
     their own names, and the best epoch's values as ``best_<name>`` (e.g. ``best_val_loss``).
-    Non-numbers and non-finite values are left out.
+    Non-finite values are left out.
     """
     metrics: dict[str, float] = {}
-    best = summary.get("best") or {}
-    for prefix, section in (("best_", best.get("metrics") or {}), ("", summary.get("final") or {}),
-                            ("", summary.get("test") or {})):
+    best = summary.best.metrics if summary.best is not None else {}
+    for prefix, section in (("best_", best), ("", summary.final), ("", summary.test)):
         for key, value in section.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 metrics[prefix + key] = float(value)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 # The run's JSON and text files are written atomically by these (kept at the bottom of the layers,
 # where kiln.models.package can reach them too); re-exported here, beside the paths they write.
-from kiln._files import read_json as read_json
 from kiln._files import write_json as write_json
 from kiln._files import write_text as write_text
+from kiln.errors import PathError, RunError
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -57,6 +59,36 @@ class RunPaths:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``: PathError naming it when it is missing, RunError when it is
+    there but unreadable or not an object. For records a run must have; see read_json_if_present."""
+    if not path.is_file():
+        raise PathError(f"{path} is missing" + (" (it is a directory)" if path.is_dir() else ""))
+    data = read_json_if_present(path)
+    assert data is not None
+    return data
+
+
+def read_json_if_present(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file: for records whose absence
+    is normal (eval metrics before ``kiln eval``, exports.json before ``kiln export``). A file that
+    is there but unreadable, not JSON or not an object is a RunError naming it, never ``{}``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                       hint="it was cut short or edited by hand; restore it or rerun the step that writes it") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} holds a JSON {type(data).__name__}, not the object kiln writes")
+    return data
 
 
 def create_run_dir(output_dir: Path, name: str, now: datetime | None = None) -> RunPaths:

@@ -28,6 +28,8 @@ from kiln.train.state import TrainState
 if TYPE_CHECKING:
     import optuna
 
+    from kiln.runs.summary import RunSummary
+    from kiln.train.resume import ResumePlan
     from kiln.train.trainer import FitResult
 
 ERROR_CHARS = 500  # enough for a message, short of a traceback
@@ -100,28 +102,17 @@ class Objective:
             raise TrialSkipped(verdict[1])
 
     def _fit(self, trial: optuna.trial.Trial, params: dict[str, Any], callback: SweepCallback) -> FitResult:
-        from kiln.train.resume import plan_resume
-        from kiln.train.trainer import FitResult, Trainer
+        from kiln.train.resume_run import resume
+        from kiln.train.trainer import Trainer
 
-        cfg = self.ctx.trial_config(trial.number, params)
-        previous = trial.user_attrs.get("run_dir")  # set when this is a retry of a stopped trial
-        if previous and Path(previous).is_dir():
-            try:
-                plan = plan_resume(previous)
-            except KilnError:
-                plan = None  # nothing usable was saved: train afresh
-            if plan is not None and plan.checkpoint is not None:
-                trial.set_user_attr("resumed_from", f"{plan.run_dir.name}/{plan.checkpoint.path.name}")
-                return Trainer(plan.config, callbacks=[callback], quiet=True,
-                               resume_from=plan.checkpoint, run_dir=plan.run_dir).fit()
-            if plan is not None:  # the run had ended; only telling Optuna was missed
-                from kiln.runs import read_summary
-
-                summary = read_summary(plan.run_dir)
-                callback.adopt(plan.run_dir, summary)
-                return FitResult(plan.run_dir, summary["status"], dict(summary["final"]),
-                                 dict(summary["test"]), summary)
-        return Trainer(cfg, callbacks=[callback], quiet=True).fit()
+        plan = _retry_plan(trial.user_attrs.get("run_dir"))  # set when this retries a stopped trial
+        if plan is None:
+            return Trainer(self.ctx.trial_config(trial.number, params), callbacks=[callback], quiet=True).fit()
+        if plan.checkpoint is not None:
+            trial.set_user_attr("resumed_from", f"{plan.run_dir.name}/{plan.checkpoint.path.name}")
+        else:  # the run had ended; only telling Optuna was missed
+            callback.adopt(plan.run_dir, plan.summary)
+        return resume(plan, callbacks=[callback], quiet=True)  # exactly as `kiln resume` would
 
     def _outcome(self, trial: optuna.trial.Trial, result: FitResult, callback: SweepCallback) -> float:
         import optuna
@@ -132,13 +123,13 @@ class Objective:
                  if k.startswith(("train_", "val_", "test_"))}
         trial.set_user_attr("final", final)
         trial.set_user_attr("metric_epoch", epoch)
-        trial.set_user_attr("epochs", int(result.summary.get("epochs_trained", 0)))
+        trial.set_user_attr("epochs", result.summary.epochs_trained)
         if callback.pruned_at is not None:
             trial.set_user_attr("status", "pruned")
             trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
             raise optuna.TrialPruned(f"pruned at epoch {callback.pruned_at}")
         if result.status not in ("completed", "stopped_early"):
-            reason = str(result.summary.get("stop_reason") or result.status)
+            reason = result.summary.stop_reason or result.status
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("error", reason)
             raise TrialFailed(reason)
@@ -148,16 +139,28 @@ class Objective:
         return float(final[metric])
 
 
+def _retry_plan(previous: str | None) -> ResumePlan | None:
+    """How to continue a stopped trial's run directory; None when there is nothing usable in it
+    (no directory, no checkpoint): the trial then trains afresh."""
+    from kiln.train.resume import plan_resume
+
+    if not previous or not Path(previous).is_dir():
+        return None
+    try:
+        return plan_resume(previous)
+    except KilnError:
+        return None
+
+
 def model_epoch(result: FitResult) -> tuple[int, dict[str, float]]:
     """The epoch whose weights the run ends with, and its metrics: the best epoch when early
     stopping restored it, else the last. A trial's value describes the model it produced, so
     training ``best.yaml`` again gives the very value the sweep reported."""
     summary = result.summary
-    restored = summary.get("restored_best_epoch")
-    best = summary.get("best") or {}
-    if restored is not None and best.get("epoch") == restored:
-        return int(restored), dict(best["metrics"])
-    return int(summary.get("epochs_trained") or 0), dict(result.metrics)
+    restored, best = summary.restored_best_epoch, summary.best
+    if restored is not None and best is not None and best.epoch == restored:
+        return restored, dict(best.metrics)
+    return summary.epochs_trained, dict(result.metrics)
 
 
 class SweepCallback(Callback):
@@ -193,12 +196,11 @@ class SweepCallback(Callback):
             self.pruned_at = epoch
             state.request_stop(f"pruned by the sweep's pruner at epoch {epoch}")
 
-    def adopt(self, run_dir: Path, summary: dict[str, Any]) -> None:
+    def adopt(self, run_dir: Path, summary: RunSummary | None) -> None:
         """Take over a run that had already ended (its worker died before telling Optuna)."""
         self.run_dir = run_dir
-        reason = str(summary.get("stop_reason") or "")
-        if reason.startswith("pruned by the sweep"):
-            self.pruned_at = int(summary["epochs_trained"])
+        if summary is not None and (summary.stop_reason or "").startswith("pruned by the sweep"):
+            self.pruned_at = summary.epochs_trained
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from kiln.config.changes import machine_local
 from kiln.config.schema import KilnConfig
 from kiln.errors import MissingExtraError, SweepError
 from kiln.sweep.spec import SweepSpec
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     import optuna
 
 SQLITE_LOCK_TIMEOUT = 60.0  # seconds a process waits for SQLite's write lock
-# Settings that may differ between machines (or reruns) of one study without changing its trials.
-LOCAL_KEYS = ("run.output_dir", "run.progress", "run.device", "data.path", "data.val_path",
-              "data.test_path", "data.num_workers", "tracking.", "checkpoint.async_save")
 
 
 def require_optuna() -> None:
@@ -194,15 +192,21 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def comparable(cfg: KilnConfig) -> dict[str, Any]:
-    """The config as flat keys, without the settings that may differ between machines."""
-    flat = flatten(cfg.model_dump(mode="json"))
-    return {k: v for k, v in flat.items() if not k.startswith(LOCAL_KEYS)}
+    """The config as flat keys, without the settings that may differ between a study's machines
+    and reruns (declared on the schema's fields: :func:`kiln.config.changes.machine_local`)."""
+    return _shared(flatten(cfg.model_dump(mode="json")))
+
+
+def _shared(flat: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flat.items() if not machine_local(k)}
 
 
 def _check_same(name: str, stored: dict[str, Any], mine: dict[str, Any]) -> None:
     changes = []
     for part in ("search", "config"):
         a, b = flatten(stored.get(part, {})), flatten(mine[part])
+        if part == "config":  # a study stored by an older kiln may hold keys now known to be local
+            a, b = _shared(a), _shared(b)
         changes += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if changes:
         lines = "\n".join(f"  - {c}" for c in changes[:20])

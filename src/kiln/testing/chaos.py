@@ -35,11 +35,10 @@ def _committed_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _finished(output_dir: Path) -> bool:
-    import json
+    from kiln.runs.summary import RunSummary
 
     for summary in output_dir.glob("*/summary.json"):
-        status = json.loads(summary.read_text(encoding="utf-8")).get("status")
-        return status in ("completed", "stopped_early")
+        return RunSummary.read(summary).finished
     return False
 
 

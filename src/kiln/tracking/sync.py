@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln.errors import KilnError
+from kiln.errors import PathError
 from kiln.runs.layout import RunPaths
 from kiln.tracking.base import MetricRecord
 from kiln.tracking.jsonl import read_events
@@ -39,7 +39,7 @@ def sync_run(run_dir: str | Path, uri: str | None = None, wait: float = 60.0) ->
 
     paths = RunPaths(Path(run_dir))
     if not paths.events.is_file() or not paths.config.is_file():
-        raise KilnError(f"{paths.root} is not a kiln run directory (no config.yaml or logs/events.jsonl)")
+        raise PathError(f"{paths.root} is not a kiln run directory (no config.yaml or logs/events.jsonl)")
     cfg = load_config(paths.config)
     link = read_link(paths.logs)
     target = uri or (link["tracking_uri"] if link else tracking_uri(cfg.tracking.uri, cfg.run.output_dir))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kiln.errors import MissingExtraError
-from kiln.runs.layout import read_json, write_json
+from kiln.runs.layout import read_json_if_present, write_json
 from kiln.tracking.base import Scope
 
 FINISHED = ("completed", "stopped_early")
@@ -54,7 +54,7 @@ class WandbTracker:
             tags=[f"{k}={v}"[:64] for k, v in sorted(tags.items())],
         )
         self._steps_file = logs_dir / "wandb" / "kiln_steps.json"
-        self._previous = {k: int(v) for k, v in read_json(self._steps_file).items()}  # earlier processes
+        self._previous = {k: int(v) for k, v in (read_json_if_present(self._steps_file) or {}).items()}  # earlier processes
         self._latest = dict(self._previous)
         self._run.define_metric("global_step")
         self._run.define_metric("*", step_metric="global_step")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +18,8 @@ from kiln.data.spec import DataBundle
 from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
 from kiln.models.package import save_model_package
-from kiln.runs.layout import RunPaths, write_json
+from kiln.runs.layout import RunPaths
+from kiln.runs.summary import RunSummary
 from kiln.tracking.jsonl import read_events
 from kiln.train import snapshot
 from kiln.train.allocator import keep_freed_memory
@@ -32,6 +31,7 @@ from kiln.train.ranks.scaling import batch_plan
 from kiln.train.rng import resolve_device, seed_everything
 from kiln.train.setup import Components, build_components, new_run_dir, write_config
 from kiln.train.state import TrainState
+from kiln.train.summarize import build_summary
 
 if TYPE_CHECKING:
     from torch import nn
@@ -137,7 +137,7 @@ def test(c: Components, state: TrainState) -> dict[str, float]:
 
 def finish(
     c: Components, state: TrainState, started: float, test_metrics: dict[str, float], save_model: bool = True
-) -> dict[str, Any]:
+) -> RunSummary:
     """Save the model package and summary.json, hand artifacts to the trackers, close them (within
     tracking.close_timeout), then register the model when tracking.register asks for it."""
     if not is_rank_zero():  # the other ranks of a distributed run write nothing
@@ -150,7 +150,7 @@ def finish(
             {"source": c.environment["model_source"], "config_hash": c.config_hash, "run": c.paths.root.name},
         )
     summary = build_summary(c, state, started, test_metrics)
-    write_json(c.paths.summary, summary)
+    summary.write(c.paths.summary)
     c.tracker.log_event("summary", {"status": state.status, "test": test_metrics})
     for path in (c.paths.config, c.paths.summary, c.paths.environment, c.paths.csv_log):
         c.tracker.log_artifact(path)
@@ -160,8 +160,8 @@ def finish(
     c.tracker.close(state.status, timeout=c.config.tracking.close_timeout + 10)
     register = c.config.tracking.register
     if register is not None and save_model and state.status in ("completed", "stopped_early"):
-        summary["registry"] = _register(c, register)
-        write_json(c.paths.summary, summary)
+        summary = summary.model_copy(update={"registry": _register(c, register)})
+        summary.write(c.paths.summary)
     return summary
 
 
@@ -193,50 +193,6 @@ def _example(c: Components) -> Any:
     dataset = loader.dataset
     samples = [c.task.split_batch(dataset[i])[0] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
     return np.stack([s.cpu().numpy() for s in samples]).astype(c.spec.input_dtype)  # LM: int64 ids
-
-
-def build_summary(c: Components, state: TrainState, started: float, test_metrics: dict[str, float]) -> dict[str, Any]:
-    cfg = c.config
-    es = cfg.training.early_stopping
-    monitor, mode = (es.monitor, es.mode) if es is not None else ("val_loss", "min")
-    history = state.history
-    best: dict[str, Any] = {}
-    if history and monitor in history[0]:
-        values = [(h[monitor], i) for i, h in enumerate(history) if not math.isnan(h[monitor])]
-        if values:
-            value, index = min(values) if mode == "min" else max(values)
-            best = {"monitor": monitor, "mode": mode, "value": value, "epoch": index + 1, "metrics": history[index]}
-    durations = sorted(h["epoch_time"] for h in history if "epoch_time" in h)
-    return {
-        "run": c.paths.root.name,
-        "run_dir": str(c.paths.root),
-        "status": state.status,
-        "stop_reason": state.stop_reason,
-        "stopped_early": state.status == "stopped_early",
-        "epochs_trained": len(history),
-        "max_epochs": cfg.training.epochs,
-        "global_step": state.global_step,
-        "max_steps": cfg.training.max_steps,  # set: a step-based run (epochs then ignored)
-        "best_epoch": best.get("epoch"),
-        "best": best,
-        "restored_best_epoch": state.extras.get("restored_best_epoch"),
-        "final": history[-1] if history else {},
-        "test": test_metrics,
-        "parameters": state.extras["parameters"],
-        "batch": state.extras.get("batch"),  # world size, effective batch, lr scaling
-        "config_hash": c.config_hash,
-        "last_checkpoint": state.extras.get("last_checkpoint"),
-        "durations": {
-            "total_s": round(time.time() - started, 3),
-            "epoch_median_s": round(durations[len(durations) // 2], 4) if durations else None,
-        },
-        "started_at": state.extras["started_at"],
-        "finished_at": _now(),
-        "trackers": {"used": c.tracker.names, "failed": c.tracker.failures},
-        "glibc_malloc": state.extras.get("glibc_malloc"),  # run.keep_freed_memory's outcome
-        "flush_denormal": state.extras.get("flush_denormal"),  # denormals were zero while training
-        "error": None if state.error is None else f"{type(state.error).__name__}: {state.error}",
-    }
 
 
 def _is_terminal() -> bool:

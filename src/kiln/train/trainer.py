@@ -41,6 +41,7 @@ from kiln.train.state import TrainState
 
 if TYPE_CHECKING:
     from kiln.checkpoint import Checkpoint
+    from kiln.runs.summary import RunSummary
     from kiln.train.setup import Components
 
 
@@ -52,7 +53,7 @@ class FitResult:
     status: str
     metrics: dict[str, float]  # the last epoch's metrics
     test_metrics: dict[str, float]
-    summary: dict[str, Any]
+    summary: RunSummary  # summary.json, as written
 
 
 class Trainer:

@@ -18,6 +18,7 @@ from pathlib import Path
 from kiln.distributed.env import launch_env
 from kiln.distributed.group import broadcast_object, world
 from kiln.runs.layout import RunPaths, write_json
+from kiln.runs.rundir import RunDir
 
 log = logging.getLogger("kiln")
 
@@ -50,7 +51,7 @@ def recorded_run_dir(output_dir: Path, run_id: str) -> Path | None:
     except (OSError, ValueError):
         return None
     root = Path(str(data.get("run_dir", "")))
-    return root if (root / "config.yaml").is_file() else None
+    return root if RunDir.is_run(root) else None
 
 
 def restarted_run_dir(output_dir: Path) -> Path | None:
