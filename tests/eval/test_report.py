@@ -46,3 +46,18 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_report_and_gate_of_a_model_without_its_summary(run_dir: Path) -> None:
+    """A model fetched from the registry may come without summary.json: both still work, from
+    what there is; a damaged summary.json is an error naming it, never an empty section."""
+    from kiln.errors import RunError
+    from kiln.eval.gate_run import collect_metrics
+
+    (run_dir / "summary.json").unlink()
+    page = build_report(run_dir, evaluate=False).read_text()
+    assert "<h2>Overview</h2>" in page and "<td>status</td>" not in page and "<h2>Metrics</h2>" not in page
+    assert collect_metrics(run_dir, "test") == {}
+    (run_dir / "summary.json").write_text('{"status": ')
+    with pytest.raises(RunError, match=f"^{run_dir / 'summary.json'} is not valid JSON"):
+        build_report(run_dir, evaluate=False)
