@@ -98,6 +98,11 @@ class Catalog(Generic[T]):
             )
         self._entries[name] = Entry(name, description, factory, params, options)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name``: a test that registered its own entry puts the catalog back after it."""
+        self.check(name)
+        del self._entries[name]
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

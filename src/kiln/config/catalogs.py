@@ -53,3 +53,22 @@ _register(MODELS, "cnn", "kiln.models.cnn:build", model.CnnOptions,
           "conv blocks ('valid' padding) with pooling, then dense layers")
 _register(MODELS, "transformer", "kiln.models.transformer:build", model.TransformerOptions,
           "decoder-only transformer over token ids (causal fused attention), for language modeling")
+
+# Trackers: where a run's records go besides logs/events.jsonl. The config validates
+# ``tracking.backends`` against these names, so they sit here with the datasets and models; the
+# entries are ``package.module:attr`` strings, so naming them imports no tracker. Every entry has
+# the signature of ``kiln.tracking.base.TrackerFactory``: ``prepare(setup: TrackerSetup)`` runs on
+# the training thread before the first step (check settings, fail early) and returns the
+# zero-argument constructor the fan-out thread calls (slow imports and connections go there).
+# jsonl is always written, first, whether listed or not: it is the run's source of truth.
+TRACKERS: Catalog[Any] = Catalog("tracker")
+TRACKERS.register("jsonl", "kiln.tracking.jsonl:prepare", "logs/events.jsonl, always written first")
+TRACKERS.register("csv", "kiln.tracking.csv:prepare", "logs/training_log.csv, one row per epoch")
+TRACKERS.register("tensorboard", "kiln.tracking.tensorboard:prepare", "logs/tensorboard/ event files")
+TRACKERS.register(
+    "mlflow", "kiln.tracking.mlflow_process:prepare",
+    "an MLflow run at tracking.uri, written by a worker process that finishes after the run",
+)
+TRACKERS.register(
+    "wandb", "kiln.tracking.wandb:prepare", "Weights & Biases, offline in logs/wandb/ or online"
+)

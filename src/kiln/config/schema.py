@@ -9,8 +9,10 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SerializeAsAny, WrapValidator
+from pydantic import AfterValidator, Field, SerializeAsAny, WrapValidator
 
+# TRACKERS, not kiln.tracking: that sits above the config (see kiln.config.catalogs).
+from kiln.config.catalogs import TRACKERS
 from kiln.config.changes import LENGTH, LOGISTICS, MACHINE  # what a change does to a run begun
 from kiln.config.data_options import DataConfig, DigitsOptions
 from kiln.config.entries import DATA, MODEL
@@ -118,8 +120,15 @@ class WandbConfig(Section):
     entity: str | None = None  # team or user; null: the logged-in default
 
 
-Backend = Literal["jsonl", "csv", "tensorboard", "mlflow", "wandb"]
-DEFAULT_BACKENDS: tuple[Backend, ...] = ("jsonl", "csv", "tensorboard", "mlflow")
+def _known_tracker(name: str) -> str:
+    if name not in TRACKERS:
+        raise ValueError(TRACKERS.unknown_message(name))
+    return name
+
+
+# A name in the TRACKERS catalog (kiln.config.catalogs), checked with a did-you-mean.
+Backend = Annotated[str, AfterValidator(_known_tracker)]
+DEFAULT_BACKENDS: tuple[str, ...] = ("jsonl", "csv", "tensorboard", "mlflow")
 
 
 # `register` is the documented key, though it shadows BaseModel.register (an ABC classmethod nobody

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln.tracking.base import Scope
+from kiln.tracking.base import Scope, Tracker, TrackerSetup
 
 
 class CsvTracker:
@@ -36,6 +37,11 @@ class CsvTracker:
     def log_artifact(self, path: Path) -> None: ...
 
     def close(self, status: str) -> None: ...
+
+
+def prepare(setup: TrackerSetup) -> Callable[[], Tracker]:
+    """The TRACKERS entry: ``logs/training_log.csv``."""
+    return functools.partial(CsvTracker, setup.logs_dir / "training_log.csv")
 
 
 def _fmt(value: Any) -> str:

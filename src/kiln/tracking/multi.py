@@ -21,8 +21,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln.config.catalogs import TRACKERS
 from kiln.config.schema import KilnConfig
-from kiln.tracking.base import MetricRecord, Scope, Tracker, log_metric_records
+from kiln.tracking.base import (
+    MetricRecord,
+    Scope,
+    Tracker,
+    TrackerFactory,
+    TrackerSetup,
+    log_metric_records,
+)
 from kiln.tracking.jsonl import JsonlTracker
 
 log = logging.getLogger("kiln.tracking")
@@ -225,65 +233,17 @@ def _warn(name: str, exc: BaseException) -> None:
 def build_trackers(
     cfg: KilnConfig, logs_dir: Path, run_name: str, tags: Mapping[str, str]
 ) -> dict[str, Callable[[], Tracker]]:
-    """Zero-argument constructors for the trackers in ``tracking.backends`` (jsonl is separate).
+    """Zero-argument constructors for the trackers in ``tracking.backends``, in that order, from
+    the TRACKERS catalog (jsonl is separate: the run writes it itself, first).
 
-    They run on the fan-out thread, so a slow import or an unreachable server costs training nothing.
+    Each entry's ``prepare`` runs here, on the training thread, so a setting that cannot work
+    fails the run before it trains; the constructors run on the fan-out thread, so a slow import
+    or an unreachable server costs training nothing.
     """
-    backends = cfg.tracking.backends
+    setup = TrackerSetup(cfg, logs_dir, run_name, dict(tags))
     factories: dict[str, Callable[[], Tracker]] = {}
-    if "csv" in backends:
-        from kiln.tracking.csv import CsvTracker
-
-        factories["csv"] = lambda: CsvTracker(logs_dir / "training_log.csv")
-    if "tensorboard" in backends:
-        from kiln.tracking.tensorboard import TensorBoardTracker
-
-        factories["tensorboard"] = lambda: TensorBoardTracker(logs_dir / "tensorboard")
-    if "wandb" in backends:
-        from kiln.tracking.wandb import WandbTracker
-
-        w = cfg.tracking.wandb
-        project = w.project or cfg.run.experiment or cfg.run.name
-        factories["wandb"] = lambda: WandbTracker(logs_dir, project, run_name, tags, w.mode, w.entity)
-    if "mlflow" in backends:
-        from kiln.settings import default_artifact_root, tracking_uri
-        from kiln.tracking.mlflow import check_reachable
-
-        uri = tracking_uri(cfg.tracking.uri, cfg.run.output_dir)
-        check_reachable(uri)
-        args = (uri, cfg.run.experiment or cfg.run.name, run_name, logs_dir, dict(tags),
-                default_artifact_root(uri), cfg.tracking.log_model, cfg.tracking.close_timeout)
-        factories["mlflow"] = functools.partial(
-            _mlflow, uri, args, cfg.tracking.close_timeout, logs_dir, cfg.tracking.mlflow_start_delay
-        )
+    for name in cfg.tracking.backends:
+        if name != "jsonl" and name not in factories:
+            factory: TrackerFactory = TRACKERS.get(name)
+            factories[name] = factory(setup)
     return factories
-
-
-def _mlflow(uri: str, args: tuple[Any, ...], timeout: float, logs_dir: Path, start_delay: float) -> Tracker:
-    """The MLflow tracker in its worker process, which finishes on its own after the run (the
-    finisher: the run's end does not wait for MLflow). A server that does not answer is found out
-    here, within a second or two, instead of by the worker's first call."""
-    import os
-
-    from kiln.tracking import finisher
-    from kiln.tracking.mlflow import WORKER_ENV, probe
-    from kiln.tracking.remote import RemoteTracker
-
-    probe(uri)
-    env = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
-    # Held from before the worker exists, and handed to it (it waits for a previous finisher
-    # itself when a resumed run's lock is still taken).
-    lock = finisher.try_lock(logs_dir)
-    fds = () if lock is None else (lock.fileno(),)
-    if lock is not None:
-        env[finisher.ENV_FD] = str(lock.fileno())
-    try:
-        tracker = RemoteTracker("mlflow", "kiln.tracking.mlflow:MlflowTracker", args, timeout, env=env,
-                                log_path=logs_dir / "mlflow_worker.log", detach=True, pass_fds=fds,
-                                start_after=start_delay)
-        if lock is not None:
-            lock.write_pid(tracker.process.pid)
-    finally:
-        if lock is not None:
-            lock.release()  # this process's copy only: the worker's copy keeps the lock
-    return tracker

@@ -3,11 +3,12 @@ epoch metrics, per-step metrics (under ``step/``) and test metrics (under ``test
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln.tracking.base import Scope
+from kiln.tracking.base import Scope, Tracker, TrackerSetup
 
 
 class TensorBoardTracker:
@@ -35,3 +36,9 @@ class TensorBoardTracker:
     def close(self, status: str) -> None:
         self._writer.flush()
         self._writer.close()
+
+
+def prepare(setup: TrackerSetup) -> Callable[[], Tracker]:
+    """The TRACKERS entry: ``logs/tensorboard/`` (TensorBoard itself is imported on the fan-out
+    thread, by the constructor)."""
+    return functools.partial(TensorBoardTracker, setup.logs_dir / "tensorboard")

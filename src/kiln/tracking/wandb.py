@@ -10,14 +10,15 @@ history, and the steps re-trained after the checkpoint, which an exact resume ma
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from kiln.errors import MissingExtraError
 from kiln.runs.layout import read_json_if_present, write_json
-from kiln.tracking.base import Scope
+from kiln.tracking.base import Scope, Tracker, TrackerSetup
 
 FINISHED = ("completed", "stopped_early")
 
@@ -82,3 +83,13 @@ class WandbTracker:
 
     def close(self, status: str) -> None:
         self._run.finish(exit_code=0 if status in FINISHED else 1)
+
+
+def prepare(setup: TrackerSetup) -> Callable[[], Tracker]:
+    """The TRACKERS entry, set by ``tracking.wandb``; a missing wandb package is found (and
+    reported once, naming the extra) on the fan-out thread, where wandb is imported."""
+    cfg = setup.config
+    w = cfg.tracking.wandb
+    project = w.project or cfg.run.experiment or cfg.run.name
+    return functools.partial(WandbTracker, setup.logs_dir, project, setup.run_name, dict(setup.tags),
+                             w.mode, w.entity)
