@@ -16,11 +16,13 @@ import torch
 
 from kiln.config import load_config
 from kiln.errors import UsageError
-from kiln.export import FILES, ExportOptions, Tolerance, export_run
+from kiln.export import ExportOptions, Tolerance, export_run
+from kiln.export.catalog import every_format
 from kiln.models.package import load_package
 from kiln.train import Trainer
 from tests.conftest import ROOT
 
+FILES = {fmt.name: fmt.file for fmt in every_format()}  # what each format writes into models/
 ALL = ExportOptions(formats=("onnx", "torch_export", "torchscript"), quantize="int8", mlflow=False)
 # The shared run trains for two epochs, so many of its class margins are thin. Where the CPU lacks
 # VNNI, ONNX Runtime's int8 kernels flip a few of them: 97.7% agreement on an AVX2-only AMD EPYC,

@@ -15,6 +15,7 @@ from kiln.cli.common import print_table
 
 
 def add_parser(subparsers: Any) -> None:
+    from kiln.export.catalog import EXPORT_FORMATS, QUANTIZATIONS
     from kiln.export.tolerance import BATCH_SIZES, FP32, INT8, SAMPLES
 
     parser = subparsers.add_parser(
@@ -25,13 +26,13 @@ def add_parser(subparsers: Any) -> None:
         allow_abbrev=False,
     )
     parser.add_argument("run_dir", help="a run directory (runs/<name>_<time>/) or models:/NAME@ALIAS | models:/NAME/VERSION")
+    formats = ", ".join(f"{e.name} ({e.description})" for e in EXPORT_FORMATS)
     parser.add_argument(
         "--format", default="onnx,torch_export", metavar="FORMATS",
-        help="comma-separated: onnx (ONNX Runtime, dynamic batch), torch_export (.pt2), "
-             "torchscript (legacy: torch.jit is deprecated, for old runtimes only). "
-             "Default: onnx,torch_export",
+        help=f"comma-separated: {formats}. Default: onnx,torch_export",
     )
-    parser.add_argument("--quantize", choices=["int8"], help="also write an int8 dynamically quantized ONNX model (needs onnx in --format)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS.names(),
+                        help="also write " + "; or ".join(e.description for e in QUANTIZATIONS))
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's; the one used is recorded)")
     parser.add_argument("--rtol", type=float, default=FP32.rtol, help=f"fp32 relative tolerance (default {FP32.rtol:g})")
     parser.add_argument("--atol", type=float, default=FP32.atol, help=f"fp32 absolute tolerance (default {FP32.atol:g})")

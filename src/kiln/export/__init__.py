@@ -1,8 +1,9 @@
 """Export a trained model to deployable formats, each proven against the eager model.
 
-Formats: ``onnx`` (ONNX Runtime, optionally int8-quantized), ``torch_export`` (``.pt2``) and
-``torchscript`` (legacy). Results land in ``<run>/models/`` with ``exports.json`` and
-``MODEL_CARD.md``; see :func:`export_run`.
+Formats are entries of ``EXPORT_FORMATS`` (``onnx``: ONNX Runtime; ``torch_export``: ``.pt2``;
+``torchscript``: legacy) and ``QUANTIZATIONS`` (``int8``: the ONNX model with int8 weights), each
+an ``ExportFormat``. Results land in ``<run>/models/`` with ``exports.json`` and ``MODEL_CARD.md``;
+see :func:`export_run`.
 
 Names are imported on first use (PEP 562), so importing ``kiln.export.tolerance`` for the CLI's
 help text does not import torch.
@@ -15,20 +16,17 @@ from typing import TYPE_CHECKING
 from kiln._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from kiln.export.catalog import EXPORT_FORMATS, QUANTIZATIONS
+    from kiln.export.format import ExportFormat, ExportJob
     from kiln.export.parity import ParityResult, check_parity
-    from kiln.export.run import (
-        FILES,
-        FORMATS,
-        ExportOptions,
-        ExportReport,
-        export_run,
-        parse_formats,
-    )
+    from kiln.export.run import ExportOptions, ExportReport, export_run, parse_formats
     from kiln.export.tolerance import FP32, INT8, Tolerance
 
 _PUBLIC = {
-    "FILES": "kiln.export.run",
-    "FORMATS": "kiln.export.run",
+    "EXPORT_FORMATS": "kiln.export.catalog",
+    "QUANTIZATIONS": "kiln.export.catalog",
+    "ExportFormat": "kiln.export.format",
+    "ExportJob": "kiln.export.format",
     "ExportOptions": "kiln.export.run",
     "ExportReport": "kiln.export.run",
     "export_run": "kiln.export.run",
@@ -41,10 +39,12 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "FILES",
-    "FORMATS",
+    "EXPORT_FORMATS",
     "FP32",
     "INT8",
+    "QUANTIZATIONS",
+    "ExportFormat",
+    "ExportJob",
     "ExportOptions",
     "ExportReport",
     "ParityResult",

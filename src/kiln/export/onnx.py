@@ -19,10 +19,34 @@ import torch
 from torch import nn
 
 from kiln.errors import ExportError, exception_line, require_extra
+from kiln.export.format import ExportJob, Precision
 from kiln.export.parity import Array, Runner
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript")  # what made and runs an ONNX export
+LOADING = 'onnxruntime.InferenceSession("{file}").run(None, {{"input": x}})'
+
+
+class OnnxFormat:
+    """``model.onnx``, run with ONNX Runtime: the default format of ``kiln serve``."""
+
+    name = "onnx"
+    file = "model.onnx"
+    precision: Precision = "fp32"
+    legacy = False
+    source = None
+    packages = PACKAGES
+    loading = LOADING
+
+    def export(self, job: ExportJob, path: Path) -> None:
+        export_onnx(job.model, job.example, path, job.opset)
+
+    def load(self, path: Path) -> Runner:
+        return onnx_runner(path)
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        return {"opset": onnx_opset(path)}
 
 
 @contextlib.contextmanager

@@ -20,13 +20,6 @@ EXPORTS = "exports.json"
 CARD = "MODEL_CARD.md"
 FORMAT_VERSION = 1
 
-LOADING = {
-    "onnx": 'onnxruntime.InferenceSession("{file}").run(None, {{"input": x}})',
-    "onnx_int8": 'onnxruntime.InferenceSession("{file}").run(None, {{"input": x}})',
-    "torch_export": 'torch.export.load("{file}").module()(x)',
-    "torchscript": 'torch.jit.load("{file}")(x)',
-}
-
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -155,12 +148,18 @@ def _exports_section(exports: Mapping[str, Any]) -> str:
     if cpus:  # int8 kernels, and so agreement, differ between CPUs with and without VNNI
         lines.append(f"Measured on: {'; '.join(sorted(cpus))}.")
     lines += ["", "Loading:", "", "```python"]
-    lines += [f"{LOADING[f].format(file=r['file'])}  # {f}{' (legacy)' if r.get('legacy') else ''}"
+    loading = _loading()
+    lines += [f"{loading[f].format(file=r['file'])}  # {f}{' (legacy)' if r.get('legacy') else ''}"
               for f, r in exports.items()
-              if r.get("passed") and f in LOADING]
+              if r.get("passed") and f in loading]
     return "\n".join([*lines, "```", ""])
 
 
+def _loading() -> dict[str, str]:
+    """How to run each known format's file (a record of a format no longer registered has none)."""
+    from kiln.export.catalog import every_format
+
+    return {fmt.name: fmt.loading for fmt in every_format()}
 
 
 def _describe_cpu(info: Mapping[str, Any]) -> str:

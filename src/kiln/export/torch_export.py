@@ -7,13 +7,36 @@ it is the input of AOTInductor and ExecuTorch. The batch axis is dynamic.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kiln.errors import ExportError
+from kiln.export.format import ExportJob, Precision
 from kiln.export.parity import Array, Runner
+
+
+class TorchExportFormat:
+    """``model.pt2``: torch's own deployable graph (AOTInductor and ExecuTorch take it)."""
+
+    name = "torch_export"
+    file = "model.pt2"
+    precision: Precision = "fp32"
+    legacy = False
+    source = None
+    packages = ("torch",)
+    loading = 'torch.export.load("{file}").module()(x)'
+
+    def export(self, job: ExportJob, path: Path) -> None:
+        export_program(job.model, job.example, path)
+
+    def load(self, path: Path) -> Runner:
+        return program_runner(path)
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        return {}
 
 
 def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:

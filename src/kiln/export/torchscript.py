@@ -12,13 +12,36 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kiln.errors import ExportError
+from kiln.export.format import ExportJob, Precision
 from kiln.export.parity import Array, Runner
+
+
+class TorchScriptFormat:
+    """``model.torchscript.pt``, traced (legacy: new deployments use torch_export or onnx)."""
+
+    name = "torchscript"
+    file = "model.torchscript.pt"
+    precision: Precision = "fp32"
+    legacy = True
+    source = None
+    packages = ("torch",)
+    loading = 'torch.jit.load("{file}")(x)'
+
+    def export(self, job: ExportJob, path: Path) -> None:
+        export_torchscript(job.model, job.example, path)
+
+    def load(self, path: Path) -> Runner:
+        return torchscript_runner(path)
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        return {}
 
 
 @contextlib.contextmanager

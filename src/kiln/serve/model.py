@@ -141,11 +141,12 @@ def _local_name(package_dir: Path) -> str:
 
 def _onnx_export(package_dir: Path) -> Path:
     """The package's passing ONNX export, created with kiln's export code when there is none."""
+    from kiln.export.onnx import OnnxFormat
     from kiln.export.record import read_exports
-    from kiln.export.run import FILES, ExportOptions, export_run
+    from kiln.export.run import ExportOptions, export_run
 
-    record = read_exports(package_dir).get("exports", {}).get("onnx")
-    path = package_dir / FILES["onnx"]
+    record = read_exports(package_dir).get("exports", {}).get(OnnxFormat.name)
+    path = package_dir / OnnxFormat.file
     if record and record.get("passed") and path.is_file():
         return path
     log.warning("%s has no ONNX export: creating one (kiln export --format onnx)", package_dir)
