@@ -19,7 +19,7 @@ import uvicorn
 
 from kiln.errors import MissingExtraError
 from kiln.serve import create_app, load_served_model, prepare_model
-from kiln.serve.backends import Array, Backend
+from kiln.serve.backends import Array, Predictor
 from tests.serve.conftest import bound_socket
 
 
@@ -48,7 +48,7 @@ class ExplodingBackend:
 
     name = "torch"
 
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Predictor) -> None:
         self.inner = inner
 
     def predict(self, batch: Array) -> Array:

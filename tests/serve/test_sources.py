@@ -23,8 +23,8 @@ def test_an_export_file_is_served_as_is(onnx_server: Server, served_run: Path) -
     # onnx_server has created models/model.onnx by now
     path = served_run / "models" / "model.onnx"
     source = prepare_model(path)
-    assert source.onnx_file == path.resolve() and source.package_dir == (served_run / "models").resolve()
-    assert prepare_model(path, "torch").onnx_file is None
+    assert source.export_file == path.resolve() and source.package_dir == (served_run / "models").resolve()
+    assert prepare_model(path, "torch").export_file is None
 
 
 def test_unknown_backend_is_named() -> None:

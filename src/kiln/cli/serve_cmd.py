@@ -11,6 +11,8 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> None:
+    from kiln.serve.backends import DEFAULT_BACKEND, SERVE_BACKENDS
+
     parser = subparsers.add_parser(
         "serve", help="serve a model over HTTP (FastAPI + uvicorn, Prometheus metrics)",
         description="Serve a run's model: POST /predict, GET /health, /ready, /metadata, /metrics, "
@@ -23,8 +25,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
                                                             "this machine only; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 for a free one, named in the 'serving ... on' line)")
-    parser.add_argument("--backend", choices=["onnx", "torch"],
-                        help="onnx: ONNX Runtime (default); torch: the eager PyTorch model")
+    parser.add_argument("--backend", choices=SERVE_BACKENDS.names(), help="; ".join(
+        f"{e.name}: {e.description}{' (default)' if e.name == DEFAULT_BACKEND else ''}" for e in SERVE_BACKENDS))
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     parser.add_argument("--max-batch", type=int, default=256,
                         help="most instances per request, and per micro-batch (default 256)")

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.catalog import did_you_mean
 from kiln.data.spec import DataSpec
 from kiln.errors import ServeError, exception_line
-from kiln.serve.backends import Backend
+from kiln.serve.backends import DEFAULT_BACKEND, SERVE_BACKENDS, Predictor, ServeBackend
 
 log = logging.getLogger("kiln.serve")
-
-BACKENDS = ("onnx", "torch")
 
 
 @dataclass(frozen=True)
@@ -30,22 +29,30 @@ class ModelSource:
     """Where the model is and how to run it, resolved once (plain data, so workers can get it)."""
 
     package_dir: Path
-    backend: str
+    backend: str  # a SERVE_BACKENDS name
     name: str
     version: str
-    onnx_file: Path | None = None  # the ONNX file the onnx backend runs
+    export_file: Path | None = None  # the export the backend runs (None: the package itself)
     registry: dict[str, Any] = field(default_factory=dict)  # name, version, run id of a models:/ URI
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded model: its backend, data spec and what ``/metadata`` reports."""
+    """A loaded model: its predictor, data spec and what ``/metadata`` reports."""
 
     source: ModelSource
     spec: DataSpec
-    backend: Backend
+    backend: Predictor
     meta: dict[str, Any]
     export_record: dict[str, Any] | None
+
+
+def serve_backend(name: str) -> ServeBackend:
+    """The SERVE_BACKENDS entry ``name``; ServeError naming the allowed ones otherwise."""
+    if name not in SERVE_BACKENDS:
+        allowed = SERVE_BACKENDS.names()
+        raise ServeError(f"unknown backend {name!r}; allowed: {', '.join(allowed)}.{did_you_mean(name, allowed)}")
+    return SERVE_BACKENDS.build(name)
 
 
 def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource:
@@ -56,9 +63,8 @@ def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource
     """
     from kiln.models.package import resolve_package_dir
 
-    chosen = backend or "onnx"
-    if chosen not in BACKENDS:
-        raise ServeError(f"unknown backend {chosen!r}; allowed: {', '.join(BACKENDS)}")
+    chosen = backend or DEFAULT_BACKEND
+    runtime = serve_backend(chosen)
     text = str(source)
     registry: dict[str, Any] = {}
     if text.startswith("models:/"):
@@ -72,38 +78,30 @@ def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource
         package_dir = resolve_package_dir(source)
         name, version = _local_name(package_dir), "local"
     _refuse_language_models(package_dir)
-    export_file = Path(text) if text.endswith(".onnx") and Path(text).is_file() else None
-    onnx_file = None
-    if chosen == "onnx":
-        onnx_file = (export_file or _onnx_export(package_dir)).resolve()
-    return ModelSource(package_dir.resolve(), chosen, name, version, onnx_file, registry)
+    given = Path(text) if Path(text).is_file() else None  # a file named on the command line
+    export_file = runtime.prepare(package_dir, given)
+    return ModelSource(package_dir.resolve(), chosen, name, version, export_file, registry)
 
 
 def load_served_model(source: ModelSource, threads: int | None = None) -> ServedModel:
-    """Load the package and build its backend (the model is not warmed up yet).
+    """Read the package's metadata and load its backend (the model is not warmed up yet).
 
-    ``threads``: intra-op threads of the runtime. ONNX Runtime gets them per session (None: 1);
-    torch's setting is process-wide, so it is changed only when ``threads`` is given (the CLI
-    gives 1: a server scales with requests and ``--workers``, not with threads per call).
+    ``threads``: intra-op threads of the runtime (None: the backend's default; ONNX Runtime's is 1,
+    torch's setting is process-wide and left alone). The CLI gives 1: a server scales with
+    requests and ``--workers``, not with threads per call.
     """
     from kiln.export.record import read_exports
-    from kiln.models.package import load_package
-    from kiln.serve.backends import OnnxBackend, TorchBackend
+    from kiln.models.package import META
+    from kiln.runs.layout import read_json
 
-    package = load_package(source.package_dir)
-    spec = package.spec
-    backend: Backend
-    if source.backend == "onnx":
-        assert source.onnx_file is not None
-        backend = OnnxBackend(source.onnx_file, spec.task, threads=1 if threads is None else threads)
-    else:
-        backend = TorchBackend(package.model, spec.task, threads)
-    exports = read_exports(source.package_dir).get("exports", {})
-    record = next((r for r in exports.values()
-                   if source.onnx_file is not None and r.get("file") == source.onnx_file.name), None)
-    if source.backend == "torch":
-        record = None  # eager torch is the reference; there is no export to vouch for
-    return ServedModel(source, spec, backend, package.meta, record)
+    meta = read_json(source.package_dir / META)
+    spec = DataSpec.from_dict(meta["data_spec"])
+    predictor = serve_backend(source.backend).load(source.export_file or source.package_dir, spec.task, threads)
+    record = None  # the eager package is the reference itself: no export vouches for it
+    if source.export_file is not None:
+        exports = read_exports(source.package_dir).get("exports", {})
+        record = next((r for r in exports.values() if r.get("file") == source.export_file.name), None)
+    return ServedModel(source, spec, predictor, meta, record)
 
 
 def warm_up(served: ServedModel) -> None:
@@ -137,23 +135,3 @@ def _local_name(package_dir: Path) -> str:
 
     meta = read_json(package_dir / "model.json")
     return str(meta.get("run") or package_dir.parent.name)
-
-
-def _onnx_export(package_dir: Path) -> Path:
-    """The package's passing ONNX export, created with kiln's export code when there is none."""
-    from kiln.export.onnx import OnnxFormat
-    from kiln.export.record import read_exports
-    from kiln.export.run import ExportOptions, export_run
-
-    record = read_exports(package_dir).get("exports", {}).get(OnnxFormat.name)
-    path = package_dir / OnnxFormat.file
-    if record and record.get("passed") and path.is_file():
-        return path
-    log.warning("%s has no ONNX export: creating one (kiln export --format onnx)", package_dir)
-    report = export_run(package_dir, ExportOptions(formats=("onnx",), mlflow=False))
-    if not report.passed:
-        raise ServeError(
-            "cannot serve with the onnx backend: the ONNX export failed ("
-            + "; ".join(report.failures()) + "). Serve the eager model with --backend torch"
-        )
-    return path

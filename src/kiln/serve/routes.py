@@ -34,7 +34,7 @@ def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> 
         },
         "class_names": list(spec.class_names),
         "backend": served.backend.name,
-        "model_file": str(source.onnx_file) if source.onnx_file else str(source.package_dir / "model.safetensors"),
+        "model_file": str(source.export_file) if source.export_file else str(source.package_dir / "model.safetensors"),
         "export": served.export_record,
         "model": meta.get("model"),
         "parameters": meta.get("parameters"),
