@@ -9,7 +9,7 @@ import pytest
 
 from kiln.export.catalog import EXPORT_FORMATS, QUANTIZATIONS
 from kiln.export.format import ExportFormat
-from kiln.testing.exporter_contract import ExporterContract
+from kiln.testing import ExporterContract
 
 CASES = [("format", name) for name in EXPORT_FORMATS.names()] + [
     ("quantization", name) for name in QUANTIZATIONS.names()]

@@ -14,8 +14,7 @@ import pytest
 
 from kiln.config.catalogs import TRACKERS
 from kiln.errors import ConfigError
-from kiln.testing import tiny_config
-from kiln.testing.tracker_contract import TrackerContract
+from kiln.testing import TrackerContract, tiny_config
 from kiln.tracking import read_events
 from kiln.train import Trainer
 from tests.plugins.example_tracker import TextLogTracker

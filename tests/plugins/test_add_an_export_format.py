@@ -14,7 +14,7 @@ import pytest
 
 from kiln.cli.main import main
 from kiln.export import EXPORT_FORMATS, ExportFormat, ExportOptions, export_run
-from kiln.testing.exporter_contract import ExporterContract
+from kiln.testing import ExporterContract
 from tests.plugins.example_format import OrtOptimizedFormat
 
 

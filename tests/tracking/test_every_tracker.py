@@ -19,8 +19,7 @@ import pytest
 from tests.conftest import require_tool
 
 from kiln.config.catalogs import TRACKERS
-from kiln.testing import tiny_config
-from kiln.testing.tracker_contract import TrackerContract
+from kiln.testing import TrackerContract, tiny_config
 from kiln.tracking import build_trackers
 from kiln.tracking.base import Tracker, TrackerSetup
 from kiln.tracking.finisher import OUTCOME_FILE, wait_for_finisher
