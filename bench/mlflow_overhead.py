@@ -99,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--long", action="store_true", help="only the run longer than the start delay")
+    parser.add_argument("--epochs", type=int, default=600, help="epochs of the --long digits run")
     options = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,8 +107,8 @@ def main() -> None:
         csv = breast_cancer_csv(out / "breast_cancer.csv")
         digits = ["-c", str(ROOT / "configs" / "digits_mlp.yaml")]
         if options.long:
-            long = [*digits, "training.epochs=600", "training.early_stopping=null"]
-            compare("digits, 600 epochs", long, [*long, OFF], options.rounds, out / "long", 1.0)
+            long = [*digits, f"training.epochs={options.epochs}", "training.early_stopping=null"]
+            compare(f"digits, {options.epochs} epochs", long, [*long, OFF], options.rounds, out / "long", 1.0)
             return
         short = ["data.name=csv", f"data.path={csv}", "training.epochs=30", "model.hidden=[32]"]
         compare("digits demo", digits, [*digits, OFF], options.rounds, out / "digits", 1.0)
