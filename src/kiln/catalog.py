@@ -59,7 +59,7 @@ class Entry(Generic[T]):
     name: str
     description: str
     factory: Callable[..., T] | str
-    params: tuple[str, ...] = ()  # the config knobs this entry reads
+    params: tuple[str, ...] = ()  # the config knobs this entry reads (its options model's, if any)
     options: type[Any] | None = None
 
     def load(self) -> Callable[..., T]:
@@ -96,6 +96,9 @@ class Catalog(Generic[T]):
                 hint="register yours under another name, or skip registering and name it by its "
                      "import path in the config (target: package.module:attr)",
             )
+        if options is not None and not params:
+            # the knobs of its options model, besides `name`, are what the factory reads
+            params = tuple(key for key in options.model_fields if key != "name")
         self._entries[name] = Entry(name, description, factory, params, options)
 
     def unregister(self, name: str) -> None:

@@ -50,6 +50,12 @@ def test_its_options_are_checked_like_a_built_in_models(wide_mlp: str, tmp_path:
         tiny_config(tmp_path, "model.name=wide_mlp", "model.width=0")
 
 
+def test_the_knobs_it_reads_are_its_options(wide_mlp: str) -> None:
+    """What the export's model card lists as the model's settings (kiln.export.record)."""
+    (entry,) = [e for e in MODELS if e.name == wide_mlp]
+    assert entry.params == ("width", "dropout")
+
+
 def test_kiln_models_lists_its_options(wide_mlp: str, capsys: pytest.CaptureFixture[str]) -> None:
     run_models(None)  # type: ignore[arg-type]
     out = capsys.readouterr().out

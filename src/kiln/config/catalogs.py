@@ -23,13 +23,8 @@ from kiln.config import data_options as data
 from kiln.config import model_options as model
 
 
-def knobs(options: type[BaseModel]) -> tuple[str, ...]:
-    """The keys an options model takes besides ``name``: what the entry's factory reads."""
-    return tuple(key for key in options.model_fields if key != "name")
-
-
 def _register(catalog: Catalog[Any], name: str, factory: str, options: type[BaseModel], about: str) -> None:
-    catalog.register(name, factory, about, knobs(options), options)
+    catalog.register(name, factory, about, options=options)  # its params: the options' knobs
 
 
 DATASETS: Catalog[Any] = Catalog("dataset")
