@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,15 @@ def run_worker(ctx: SweepContext, worker: int = 0, echo: Callable[[str], None] =
     timeout = ctx.spec.timeout
     started = time.monotonic()
     waiting_said = False
-    with StopSignals() as stop, quiet_optuna():
+    # A trial's MLflow run is created by its worker after the trial (tracking.mlflow_start_delay),
+    # so nesting it under the sweep waits for that: on a thread of its own, not before the next
+    # trial. Leaving the block waits for every nesting.
+    with ThreadPoolExecutor(1, thread_name_prefix="kiln-sweep-nest") as nesting, StopSignals() as stop, \
+            quiet_optuna():
         objective = Objective(
             ctx, study, stop.requested,
-            lambda run_dir, trial, params, status: tag_trial(ctx, run_dir, trial.number, params, status),
+            lambda run_dir, trial, params, status: nesting.submit(
+                tag_trial, ctx, run_dir, trial.number, params, status),
         )
         while stop.signum is None:
             fail_stale(study)

@@ -47,7 +47,7 @@ class Objective:
     """Called by ``study.optimize`` once per trial; returns the metric of the trained run."""
 
     def __init__(self, ctx: SweepContext, study: optuna.Study, stop: Callable[[], int | None],
-                 tag_trial: Callable[[Path, optuna.trial.Trial, dict[str, Any], str], None]) -> None:
+                 tag_trial: Callable[[Path, optuna.trial.Trial, dict[str, Any], str], object]) -> None:
         self.ctx = ctx
         self.study = study
         self.stop = stop
