@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_overrides(args: argparse.Namespace) -> None:
     """Refuse malformed overrides before the verb does any work. ``--name`` without a dot is an
     option the verb does not have (every config key sits in a section: ``--training.lr``)."""
+    if not args.overrides:
+        return  # nothing to check: a verb without overrides need not import the config
     from kiln.config.overrides import parse_overrides
 
     unknown = [t for t in args.overrides if t.startswith("--") and "." not in t.split("=", 1)[0]]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from kiln.cli.common import print_table
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel  # imported on use: building the CLI's parser imports no pydantic
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,6 +52,7 @@ def _print_catalog(section: str, catalog: Any) -> None:
 def options_of(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str]]:
     """``(key, default as YAML, description)`` of every option, nested sections spelled out
     (``synthetic.n_samples``); ``name`` is the entry itself, so it is left out."""
+    from pydantic import BaseModel
     for key, field in model.model_fields.items():
         if key == "name" and not prefix:
             continue
