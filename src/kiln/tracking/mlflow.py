@@ -97,7 +97,6 @@ class MlflowTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.client = client_type(uri)
-        self.uri = uri
         self.will_log_model = will_log_model  # the run ends with log_model: warm_up prepares it
         self._known: set[tuple[str, int]] = set()
         self._params: dict[str, str] = {}

@@ -32,8 +32,8 @@ _DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def _keep(process: subprocess.Popen[bytes]) -> None:
-    if not _DETACHED:
-        atexit.register(_leave_running)
+    atexit.unregister(_leave_running)  # registered once, however often the list empties (sweeps)
+    atexit.register(_leave_running)
     _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
     _DETACHED.append(process)
 

@@ -135,8 +135,8 @@ def serve(
     factory_path, args = pickle.load(spool)  # the channel is our own parent's pipe
     if start_after > 0:
         reports.emit({"collecting": start_after})
-    if start_after > 0 and not spool.wait_for_end(start_after):
-        _yield_to_training()  # the run goes on: from here, this process must not slow it
+        if not spool.wait_for_end(start_after):
+            _yield_to_training()  # the run goes on: from here, this process must not slow it
     try:
         tracker = import_object(factory_path, "tracker")(*args)
     except Exception as exc:
