@@ -84,6 +84,20 @@ def resolve_package_dir(path: str | Path) -> Path:
     )
 
 
+def read_meta(directory: Path) -> dict[str, Any]:
+    """A package's ``model.json``, refused when damaged or written by a newer kiln."""
+    try:
+        meta: dict[str, Any] = json.loads((directory / META).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{directory / META} is not valid JSON ({exc}); the package is damaged") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelError(
+            f"{directory / META} has format version {meta['format_version']}, newer than this "
+            f"kiln understands ({FORMAT_VERSION}); upgrade kiln"
+        )
+    return meta
+
+
 def load_package(path: str | Path, model: nn.Module | None = None) -> ModelPackage:
     """Rebuild the model of a package and load its weights.
 
@@ -96,15 +110,7 @@ def load_package(path: str | Path, model: nn.Module | None = None) -> ModelPacka
     from kiln.models.build import build_model
 
     directory = resolve_package_dir(path)
-    try:
-        meta = json.loads((directory / META).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{directory / META} is not valid JSON ({exc}); the package is damaged") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelError(
-            f"{directory / META} has format version {meta['format_version']}, newer than this "
-            f"kiln understands ({FORMAT_VERSION}); upgrade kiln"
-        )
+    meta = read_meta(directory)
     spec = DataSpec.from_dict(meta["data_spec"])
     if model is None:
         if meta.get("source") == "object":

@@ -91,10 +91,9 @@ def load_served_model(source: ModelSource, threads: int | None = None) -> Served
     requests and ``--workers``, not with threads per call.
     """
     from kiln.export.record import read_exports
-    from kiln.models.package import META
-    from kiln.runs.layout import read_json
+    from kiln.models.package import read_meta
 
-    meta = read_json(source.package_dir / META)
+    meta = read_meta(source.package_dir)
     spec = DataSpec.from_dict(meta["data_spec"])
     predictor = serve_backend(source.backend).load(source.export_file or source.package_dir, spec.task, threads)
     record = None  # the eager package is the reference itself: no export vouches for it
