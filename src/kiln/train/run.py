@@ -19,7 +19,7 @@ from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
 from kiln.models.package import save_model_package
 from kiln.runs.layout import RunPaths
-from kiln.runs.summary import RunSummary
+from kiln.runs.summary import FINISHED, RunSummary
 from kiln.tracking.jsonl import read_events
 from kiln.train import snapshot
 from kiln.train.allocator import keep_freed_memory
@@ -159,7 +159,7 @@ def finish(
     # The MLflow worker gives up after close_timeout by itself; a little slack to hear it do so.
     c.tracker.close(state.status, timeout=c.config.tracking.close_timeout + 10)
     register = c.config.tracking.register
-    if register is not None and save_model and state.status in ("completed", "stopped_early"):
+    if register is not None and save_model and state.status in FINISHED:
         summary = summary.model_copy(update={"registry": _register(c, register)})
         summary.write(c.paths.summary)
     return summary
