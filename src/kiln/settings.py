@@ -26,9 +26,10 @@ CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 GLIBC_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 GLIBC_TUNABLES = "GLIBC_TUNABLES"  # glibc's tunables; a "malloc" one there: allocator left alone
 LD_PRELOAD = "LD_PRELOAD"  # a preloaded allocator (jemalloc, tcmalloc, mimalloc): left alone
-# The MLflow worker's retry count and request timeout; kiln gives its worker process short ones
-# unless the user set these (kiln.tracking.mlflow.WORKER_ENV).
+# The MLflow worker's retries, their backoff and its request timeout; kiln gives its worker
+# process short ones unless the user set these (kiln.tracking.mlflow.WORKER_ENV).
 MLFLOW_HTTP_REQUEST_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
 MLFLOW_HTTP_REQUEST_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 # Set by kiln only in its MLflow worker's environment: the inherited file descriptor of the
 # run's finisher lock (kiln.tracking.finisher).

@@ -49,6 +49,16 @@ class PostgresMlflowServer(MlflowServer):
         )
 
 
+def finisher_story(run_dir: Path, server: MlflowServer, outputs: list[str]) -> str:
+    """What a failed finish left behind: its outcome, its log, the server's log, the runs' output."""
+    def tail(path: Path, size: int = 3000) -> str:
+        return path.read_text(encoding="utf-8", errors="replace")[-size:] if path.is_file() else "(none)"
+
+    return (f"outcome: {tail(run_dir / 'logs/mlflow_finish.json')}\n"
+            f"worker log: {tail(run_dir / 'logs/mlflow_worker.log')}\n"
+            f"server log: {tail(server.root / 'server.log')}\noutputs: {outputs}")
+
+
 @pytest.mark.slow
 def test_two_runs_log_concurrently_into_mlflow_on_postgresql(tmp_path: Path, team_database: str) -> None:
     from mlflow import MlflowClient
@@ -84,7 +94,7 @@ def test_two_runs_log_concurrently_into_mlflow_on_postgresql(tmp_path: Path, tea
             (run_dir,) = [p for p in (tmp_path / machine).iterdir() if (p / "logs/mlflow.json").is_file()]
             link = json.loads((run_dir / "logs/mlflow.json").read_text())
             run = client.get_run(link["run_id"])
-            assert run.info.status == "FINISHED"
+            assert run.info.status == "FINISHED", finisher_story(run_dir, server, outputs)
             assert run.data.params["run.name"] == machine
             assert run.data.tags["kiln.run_dir"] == str(run_dir.resolve())
             history = client.get_metric_history(run.info.run_id, "val_loss")

@@ -148,3 +148,46 @@ class StalledServer:
 def stalled_server() -> Iterator[StalledServer]:
     with StalledServer() as server:
         yield server
+
+
+class DroppingProxy:
+    """A real TCP proxy on a loopback socket in front of ``port``: the first ``drop`` connections
+    are closed as soon as their request has arrived, with no answer (a server that reset an idle
+    keep-alive connection as the client reused it, or a load balancer restarting); every later
+    one is relayed to ``port`` both ways. ``dropped`` counts the connections dropped."""
+
+    def __init__(self, port: int, drop: int = 1) -> None:
+        self.port, self.drop, self.dropped = port, drop, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, name="dropping-proxy", daemon=True)
+
+    def __enter__(self) -> DroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed by __exit__
+            if self.dropped < self.drop:
+                self.dropped += 1
+                client.recv(65536)  # the request arrived; no answer comes
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

@@ -16,7 +16,13 @@ import psutil
 import pytest
 import torch
 from tests.conftest import run_cli
-from tests.tracking.conftest import MlflowServer, StalledServer, free_port, live_workers
+from tests.tracking.conftest import (
+    DroppingProxy,
+    MlflowServer,
+    StalledServer,
+    free_port,
+    live_workers,
+)
 from tests.tracking.plain_mlflow import assert_plain_mlflow_predicts_any_batch
 from typing_extensions import override
 
@@ -307,6 +313,29 @@ def _epochs_logged(runs: Path, n: int) -> bool:
         records = [r for r in read_events(events) if r["event"] == "metrics" and r["scope"] == "epoch"]
         return len(records) >= n
     return False
+
+
+def test_the_mlflow_worker_rides_over_a_dropped_connection(
+    mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no retries, one connection closed under a request failed the whole finisher and left
+    its MLflow run RUNNING (CI, on a busy machine). The worker's settings retry it."""
+    from mlflow import MlflowClient
+
+    from kiln.tracking.mlflow import WORKER_ENV, MlflowTracker
+
+    for key, value in WORKER_ENV.items():
+        monkeypatch.setenv(key, value)  # as the worker process has them
+    logs_dir = tmp_path / "run" / "logs"
+    logs_dir.mkdir(parents=True)
+    with DroppingProxy(mlflow_server.port, drop=2) as proxy:
+        tracker = MlflowTracker(proxy.uri, "dropped", "dropped_run", logs_dir, {})
+        tracker.log_metrics({"val_loss": 0.5}, 0, "epoch")
+        tracker.close("completed")
+    assert proxy.dropped == 2
+    run = MlflowClient(mlflow_server.uri).get_run(tracker.run_id)
+    assert (run.info.status, run.data.metrics) == ("FINISHED", {"val_loss": 0.5})
+    assert json.loads((logs_dir / "mlflow_finish.json").read_text())["ok"] is True
 
 
 def test_runs_from_two_processes_log_into_one_server(mlflow_server: MlflowServer, tmp_path: Path) -> None:

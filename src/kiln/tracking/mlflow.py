@@ -42,10 +42,18 @@ MODEL_TAG = "kiln.model_uri"  # set after both model artifacts are stored: the m
 # GENAI_DEVELOPMENT = "genai_development", CUSTOM_MODEL_DEVELOPMENT = "custom_model_development";
 # mlflow/demo/generators/traces.py sets the GenAI value the same way). Untagged, it guesses.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# For the worker process only (never the user's own process): fail fast instead of MLflow's
-# default 7 retries with exponential backoff and a 120 s timeout per request. What does not get
-# through stays in events.jsonl for `kiln sync`. A user's own setting of either wins.
-WORKER_ENV = {settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES: "0", settings.MLFLOW_HTTP_REQUEST_TIMEOUT: "10"}
+# For the worker process only (never the user's own process): a few quick retries instead of
+# MLflow's default 7 with exponential backoff and a 120 s timeout per request. None at all made
+# one dropped connection (a server closing an idle keep-alive connection as the worker reused it,
+# a 503 from a busy server) fail the whole finisher and leave the MLflow run RUNNING; three, 1 s
+# apart and more, ride over that, while a dead server still costs the detached worker seconds
+# (its watchdog, tracking.close_timeout, bounds it anyway). What does not get through stays in
+# events.jsonl for `kiln sync`. A user's own setting of any of them wins.
+WORKER_ENV = {
+    settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES: "3",
+    settings.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: "1",
+    settings.MLFLOW_HTTP_REQUEST_TIMEOUT: "10",
+}
 PROBE_TIMEOUT = 1.5  # seconds a tracking server gets to answer before a run gives up on it
 
 
