@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from kiln.catalog import Catalog
 from kiln.config import data_options as data
+from kiln.config import image_options as images
 from kiln.config import model_options as model
 
 
@@ -38,6 +39,8 @@ _register(DATASETS, "csv", "kiln.data.tabular:build", data.CsvOptions,
           "a CSV file with a target column")
 _register(DATASETS, "synthetic", "kiln.data.synthetic:build", data.SyntheticOptions,
           "deterministic generated data")
+_register(DATASETS, "image_folder", "kiln.data.images.build:build", images.ImageFolderOptions,
+          "a folder of your images, one subfolder per class (or a CSV manifest)")
 _register(DATASETS, "text", "kiln.data.text:build", data.TextOptions,
           "a UTF-8 text file for character-level language modeling")
 

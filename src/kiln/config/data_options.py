@@ -26,6 +26,9 @@ class DataConfig(Section):
 
     name: str = Field(description="a catalog dataset (see `kiln datasets`)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    persistent_workers: bool = Field(True, description="keep the worker processes from one epoch to the next")
+    prefetch_factor: int | None = Field(None, ge=1, description="batches each worker loads ahead; null: PyTorch's 2")
+    pin_memory: Literal["auto"] | bool = Field("auto", description="page-locked batches for faster copies; auto: on CUDA")
 
 
 class SplitFractions(DataConfig):

@@ -65,6 +65,10 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if self.warm.is_alive():
             self.warm.join()
+        if module.split(".")[0] in ("torchvision", "timm"):  # a pretrained backbone's classes
+            from kiln._vision import torchvision
+
+            torchvision()  # imports it the way the run's process did (see kiln._vision)
         return super().find_class(module, name)
 
 

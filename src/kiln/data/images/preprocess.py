@@ -1,0 +1,110 @@
+"""The deterministic preprocessing of an image model, saved in its model package.
+
+``Preprocessing`` is what ``data.image`` resolves to (no nulls left): size, resize rule, channels,
+mean and std. Training builds its evaluation and pre-augmentation steps from it, and eval, export
+parity, serve and predict rebuild it from ``model.json`` (``DataSpec.extra["preprocess"]``), so an
+image becomes the same tensor everywhere: training/serving skew has no place to hide.
+
+The steps are torchvision.transforms.v2's: ``resized`` gives the cacheable uint8 tensor (decode,
+resize), ``normalize`` the float input (scale to 0..1, then ``(x - mean) / std``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+SPEC_KEY = "preprocess"  # where DataSpec.extra holds it
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: int
+    resize: str  # shorter_side_then_center_crop | stretch | pad
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize_size: int | None = None  # shorter_side_then_center_crop: shorter side before the crop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "resize": self.resize, "channels": self.channels,
+                "mean": list(self.mean), "std": list(self.std), "resize_size": self.resize_size}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(size=int(data["size"]), resize=str(data["resize"]), channels=int(data["channels"]),
+                   mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
+                   resize_size=None if data.get("resize_size") is None else int(data["resize_size"]))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+    def resize_steps(self) -> list[Any]:
+        """The v2 steps from a decoded image to a ``uint8`` tensor of ``input_shape``."""
+        from kiln._vision import torchvision
+
+        torchvision()
+        from torchvision.transforms import v2
+
+        size = self.size
+        if self.resize == "stretch":
+            steps = [v2.Resize((size, size), antialias=True)]
+        elif self.resize == "pad":  # the whole image, longer side to size, zero borders
+            steps = [v2.Resize(size=None, max_size=size, antialias=True), v2.CenterCrop(size)]
+        else:
+            steps = [v2.Resize(self.resize_size or size, antialias=True), v2.CenterCrop(size)]
+        return [v2.PILToTensor(), *steps]
+
+    def normalize_steps(self) -> list[Any]:
+        """The v2 steps from a ``uint8`` tensor to the model's float input."""
+        from kiln._vision import torchvision
+
+        torchvision()
+        import torch
+        from torchvision.transforms import v2
+
+        mean = list(self.mean) * (self.channels if len(self.mean) == 1 else 1)
+        std = list(self.std) * (self.channels if len(self.std) == 1 else 1)
+        return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+    def resized(self, image: Image.Image) -> torch.Tensor:
+        """``image`` (already in the model's channels) as a resized ``uint8`` tensor."""
+        out: torch.Tensor = _compose(self.resize_steps())(image)
+        return out
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A ``uint8`` tensor (or a batch of them) as the model's float input."""
+        out: torch.Tensor = _compose(self.normalize_steps())(pixels)
+        return out
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """One decoded image as the model's input: what eval, serve and predict feed the model."""
+        return self.normalize(self.resized(image))
+
+
+def _compose(steps: list[Any]) -> Any:
+    from torchvision.transforms import v2
+
+    return v2.Compose(steps)
+
+
+def default_stats(kind: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``imagenet`` mean and std for ``channels`` (their average for grayscale)."""
+    if kind != "imagenet":
+        raise ValueError(f"no fixed statistics named {kind!r}")
+    if channels == 1:
+        return (round(sum(IMAGENET_MEAN) / 3, 4),), (round(sum(IMAGENET_STD) / 3, 4),)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def from_spec(extra: dict[str, Any]) -> Preprocessing | None:
+    """The preprocessing a model package recorded (``DataSpec.extra``), or None for non-image data."""
+    data = extra.get(SPEC_KEY)
+    return Preprocessing.from_dict(data) if isinstance(data, dict) else None
