@@ -68,7 +68,8 @@ class LossConfig(Section):
     # auto: cross_entropy for classification, bce for binary, mse for regression
     name: Literal["auto", "cross_entropy", "focal", "bce", "mse", "mae"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross_entropy only
-    class_weights: list[float] | None = None  # cross_entropy/focal: one weight per class
+    # cross_entropy/focal: one weight per class, or auto (inverse class frequency in the training split)
+    class_weights: list[float] | Literal["auto"] | None = None
     focal_gamma: float = Field(2.0, ge=0)  # focal only: down-weights easy examples
 
 
