@@ -97,7 +97,8 @@ def create_app(
         title=f"kiln: {served.source.name}", version=served.source.version, lifespan=lifespan,
         description="Predictions from a kiln model. `POST /predict` takes JSON `{\"instances\": [...]}` "
                     f"(each instance of shape {list(served.spec.input_shape)}, or flat with "
-                    f"{math.prod(served.spec.input_shape)} values) or a PNG/JPEG image for image models.",
+                    f"{math.prod(served.spec.input_shape)} values)"
+                    + (f" or a {pre.formats_text} image." if pre.image_model else "."),
     )
     handler = PredictHandler(served, pre, metrics, batched if batch_wait_ms > 0 else direct)
     app.add_api_route("/predict", handler, methods=["POST"], summary="Predict classes of instances or an image",

@@ -5,9 +5,15 @@ Two forms are accepted:
 - JSON ``{"instances": [...]}``: each instance a nested list of the model's input shape, or a flat
   list of all its values (784 numbers for a 1x28x28 model). Values are in the units the dataset
   yields before normalization (pixels scaled to 0..1 for the image datasets); the server applies
-  the run's normalization, ``(x - mean) / std``, as training did.
-- An image (PNG or JPEG; multipart field ``file`` or a raw ``image/png``/``image/jpeg`` body) for
-  image models: converted to the model's channels and size, scaled to 0..1, then normalized.
+  the run's normalization, ``(x - mean) / std``, as training did (per channel for a model whose
+  package records one mean per channel).
+- An image (multipart field ``file`` or a raw ``image/...`` body) for image models. A package that
+  records its preprocessing (``DataSpec.extra["preprocess"]``, every ``image_folder`` model) takes
+  JPEG, PNG, BMP, WebP or GIF, and the upload becomes exactly what training's evaluation fed the
+  model: ``kiln.data.images.decode.open_image`` (EXIF orientation, first frame, the model's
+  channels), then the saved ``Preprocessing`` (resize rule, crop, scale, mean and std). Older image
+  packages (digits, MNIST) take PNG or JPEG, converted to the model's channels, resized bilinearly
+  to its size, scaled to 0..1, then normalized, as before.
 
 Every rejection is an ``InputError`` carrying the HTTP status; nothing here raises anything else
 for a bad body, which is what keeps bad input from ever becoming a 500.
@@ -18,16 +24,24 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kiln.data.images.preprocess import from_spec
 from kiln.data.spec import DataSpec
 from kiln.errors import InputError as InputError  # its home; imported from here too
 from kiln.serve.backends import Array
 
-IMAGE_TYPES = ("image/png", "image/jpeg")
-IMAGE_FORMATS = ("PNG", "JPEG")
+if TYPE_CHECKING:
+    from kiln.data.images.preprocess import Preprocessing
+
+# The content types /predict reads as an image body; whether the format is one the model takes is
+# decided from the bytes (a GIF sent as image/png is a GIF), with a 415 naming what it accepts.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif")
+IMAGE_FORMATS = ("PNG", "JPEG")  # packages without a saved preprocessing (digits, MNIST)
+PREPROCESSED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF")  # packages with one
 MAX_IMAGE_PIXELS = 4096 * 4096  # decoding a larger upload would cost hundreds of MB per request
 
 
@@ -38,14 +52,40 @@ class Preprocessor:
         self.shape = tuple(spec.input_shape)
         self.size = math.prod(self.shape)
         self.max_batch = max_batch
-        self.mean = _stat(spec.mean, self.shape, 0.0)
-        self.std = _stat(spec.std, self.shape, 1.0)
+        self.preprocessing = from_spec(spec.extra)
+        if self.preprocessing is not None:
+            _check_preprocessing(self.preprocessing, self.shape)
+            # JSON instances are in 0..1, the units ToDtype(scale=True) gives: normalized alike
+            mean, std = self.preprocessing.mean, self.preprocessing.std
+        else:
+            mean, std = spec.mean, spec.std
+        self.mean = _stat(mean, self.shape, 0.0)
+        self.std = _stat(std, self.shape, 1.0)
         self.expected = (f"each instance a nested list of shape {list(self.shape)} "
                          f"or a flat list of {self.size} numbers")
 
     @property
     def image_model(self) -> bool:
         return len(self.shape) == 3 and self.shape[0] in (1, 3)
+
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        """The image formats this model takes (Pillow's names)."""
+        return PREPROCESSED_FORMATS if self.preprocessing is not None else IMAGE_FORMATS
+
+    @property
+    def content_types(self) -> tuple[str, ...]:
+        """The request content types /predict reads for this model."""
+        if not self.image_model:
+            return ("application/json",)
+        wanted = {f"image/{f.lower()}" for f in self.image_formats} | {"image/x-ms-bmp"}
+        return ("application/json", "multipart/form-data", *(t for t in IMAGE_TYPES if t in wanted))
+
+    @property
+    def formats_text(self) -> str:
+        """The accepted formats for a message: "PNG or JPEG", "JPEG, PNG, BMP, WebP or GIF"."""
+        names = [{"WEBP": "WebP"}.get(f, f) for f in self.image_formats]
+        return f"{', '.join(names[:-1])} or {names[-1]}"
 
     def from_json(self, body: bytes) -> Array:
         """The batch from a JSON body; InputError naming the problem and the expected shape."""
@@ -91,10 +131,12 @@ class Preprocessor:
                                   f"with {self.expected}") from None
 
     def from_image(self, data: bytes, content_type: str | None) -> Array:
-        """A batch of one from PNG or JPEG bytes, converted to the model's input."""
+        """A batch of one from image bytes, converted to the model's input."""
         if not self.image_model:
             raise InputError(415, f"this model takes {self.expected}, not images: "
                                   "send JSON {\"instances\": [...]}")
+        if self.preprocessing is not None:
+            return self._preprocessed(data, content_type, self.preprocessing)
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -114,6 +156,39 @@ class Preprocessor:
                                   "readable PNG or JPEG image") from None
         pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
         return self._finish(pixels[None])
+
+    def _preprocessed(self, data: bytes, content_type: str | None, preprocessing: Preprocessing) -> Array:
+        """The saved preprocessing applied to an upload: kiln's one decode, then the package's
+        resize, crop and normalization, so the batch is the tensor evaluation fed the model."""
+        from PIL import Image, UnidentifiedImageError
+
+        from kiln.data.images.decode import open_image
+
+        unreadable = (f"the upload (content type {content_type or 'unknown'}) is not a readable "
+                      f"image; send {self.formats_text}")
+        try:
+            with warnings.catch_warnings():  # the size is refused below, with a 413 of its own
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                    found, width, height = image.format, image.width, image.height
+        except Image.DecompressionBombError:  # too many pixels even to open
+            raise InputError(413, f"the image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+                                  f"pixels; at most {MAX_IMAGE_PIXELS:,} are accepted") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise InputError(415, unreadable) from None
+        if found not in PREPROCESSED_FORMATS:
+            raise InputError(415, f"unsupported image format {found}; send {self.formats_text}")
+        if width * height > MAX_IMAGE_PIXELS:
+            raise InputError(413, f"the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
+                                  f"are accepted (the model takes {preprocessing.size}x{preprocessing.size})")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                decoded = open_image(data, preprocessing.channels)
+        except ValueError as exc:  # truncated or corrupt past its header
+            raise InputError(415, f"{unreadable} ({exc})") from None
+        batch = preprocessing(decoded).numpy()[None]
+        return np.ascontiguousarray(batch, dtype=np.float32)
 
     def _finish(self, array: Any) -> Array:
         if array.ndim >= 1 and array.shape[1:] == (self.size,) and self.shape != (self.size,):
@@ -144,10 +219,25 @@ def _kind(array: Any) -> str:
 
 
 def _stat(values: tuple[float, ...], shape: tuple[int, ...], default: float) -> Any:
-    """Mean or std as an array broadcastable to ``[N, *shape]``: one value, or one per feature."""
+    """Mean or std as an array broadcastable to ``[N, *shape]``: one value, one per feature, or
+    one per channel of an image (``[C, H, W]``)."""
     if not values:
         return np.float64(default)
     array = np.asarray(values, dtype=np.float64)
     if array.size == 1:
         return array.reshape(())
+    if len(shape) == 3 and array.size == shape[0] and array.size != math.prod(shape):
+        return array.reshape(shape[0], 1, 1)
     return array.reshape(shape)
+
+
+def _check_preprocessing(preprocessing: Preprocessing, shape: tuple[int, ...]) -> None:
+    """A package whose preprocessing makes another shape than its model takes is damaged; say so
+    at start-up rather than answer every upload with a 500."""
+    from kiln.errors import ServeError
+
+    if tuple(preprocessing.input_shape) != shape:
+        raise ServeError(f"the model package's preprocessing makes inputs of shape "
+                         f"{list(preprocessing.input_shape)}, but its model takes {list(shape)}: "
+                         "the package is damaged; export or train the run again")
+    preprocessing.resize_steps()  # imports torchvision now (MissingExtraError names the extra)

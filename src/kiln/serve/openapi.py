@@ -40,6 +40,7 @@ def predict_openapi(pre: Preprocessor) -> dict[str, Any]:
         content["multipart/form-data"] = {"schema": {
             "type": "object", "required": ["file"],
             "properties": {"file": {"type": "string", "format": "binary",
-                                    "description": "a PNG or JPEG image, resized to the model's input"}},
+                                    "description": f"a {pre.formats_text} image, resized to the "
+                                                   "model's input"}},
         }}
     return {"requestBody": {"required": True, "content": content}}

@@ -76,11 +76,12 @@ class PredictHandler:
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
                     raise InputError(422, "a multipart upload needs a field named 'file' holding a "
-                                          "PNG or JPEG image")
+                                          f"{self.pre.formats_text} image")
                 return self.pre.from_image(await upload.read(), upload.content_type)
+        images = [t for t in self.pre.content_types if t.startswith("image/")]
         raise InputError(415, f"unsupported content type {content_type!r}: send application/json "
-                              "({\"instances\": [...]}), or a PNG/JPEG image as image/png, image/jpeg "
-                              "or a multipart field 'file'")
+                              f"({{\"instances\": [...]}}), or a {self.pre.formats_text} image as "
+                              f"{', '.join(images)} or a multipart field 'file'")
 
     def _answer(self, probabilities: Array, request_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = {"model": self.model, "request_id": request_id}

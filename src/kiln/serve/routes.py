@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from kiln.serve.inputs import IMAGE_TYPES, Preprocessor
+from kiln.serve.inputs import Preprocessor
 from kiln.serve.metrics import ServeMetrics
 from kiln.serve.model import ServedModel
 from kiln.serve.predict import json_response
@@ -29,8 +29,10 @@ def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> 
             "dtype": spec.input_dtype,
             "flat_size": math.prod(spec.input_shape),
             "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
-            "content_types": ["application/json", *(["multipart/form-data", *IMAGE_TYPES]
-                                                   if pre.image_model else [])],
+            "content_types": list(pre.content_types),
+            "image_formats": list(pre.image_formats) if pre.image_model else [],
+            # what an uploaded image goes through (None: resized bilinearly, then normalized)
+            "preprocess": None if pre.preprocessing is None else pre.preprocessing.to_dict(),
         },
         "class_names": list(spec.class_names),
         "backend": served.backend.name,
