@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kiln.eval.metrics import ClassificationReport
 from kiln.runs.layout import write_json, write_text
@@ -43,3 +45,20 @@ def classification_files(report: ClassificationReport, eval_dir: Path, split: st
     js = eval_dir / f"classification_report_{split}.json"
     write_json(js, data)
     return [text, js, confusion_csv(report, eval_dir / f"confusion_matrix_{split}.csv")]
+
+
+def predictions_csv(probs: npt.NDArray[np.floating[Any]], targets: npt.NDArray[Any],
+                    class_names: Sequence[str], files: Sequence[Any], path: Path) -> Path:
+    """One row per sample of a split read from files: ``index, file, true, predicted``, then the
+    probability of each class (``p_<class>``, full float precision, so a served prediction of
+    the same file can be compared with it)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "file", "true", "predicted", *(f"p_{name}" for name in class_names)])
+    predicted = np.asarray(probs).argmax(axis=1)
+    for i, (file, true, pred, row) in enumerate(zip(files, np.asarray(targets).reshape(-1), predicted, probs,
+                                                    strict=True)):
+        writer.writerow([i, str(file), class_names[int(true)], class_names[int(pred)],
+                         *(repr(float(p)) for p in row)])
+    write_text(path, buffer.getvalue())
+    return path

@@ -91,15 +91,22 @@ def curves_png(history: History, path: Path, title: str) -> Path | None:
     return path
 
 
-def examples_png(images: npt.NDArray[Any], captions: Sequence[str], path: Path, title: str) -> Path:
-    """A grid of image samples ``(N, C, H, W)`` with one caption each (C is 1 or 3)."""
+def examples_png(images: npt.NDArray[Any], captions: Sequence[str], path: Path, title: str,
+                 stretch: bool = True) -> Path:
+    """A grid of image samples ``(N, C, H, W)`` with one caption each (C is 1 or 3).
+
+    ``stretch``: scale each image to its own range (for normalized inputs, whose units are not
+    pixels); False draws pixels already in 0..1 as they are.
+    """
     n = len(images)
     cols = min(n, 4)
     rows = max(1, math.ceil(n / cols))
-    fig = new_figure(2.2 * cols, 2.4 * rows + 0.4)
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
+    fig = new_figure(2.2 * cols, (2.2 + 0.2 * lines) * rows + 0.4)
     for i, (image, caption) in enumerate(zip(images, captions, strict=True), start=1):
         ax = fig.add_subplot(rows, cols, i)
-        ax.imshow(_displayable(image), cmap="gray" if image.shape[0] == 1 else None)
+        shown = _displayable(image) if stretch else _channels_last(np.clip(np.asarray(image, dtype=np.float64), 0, 1))
+        ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None, vmin=0.0, vmax=1.0)
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
     fig.suptitle(title)
@@ -112,5 +119,10 @@ def _displayable(image: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     data = np.asarray(image, dtype=np.float64)
     low, high = data.min(), data.max()
     data = (data - low) / (high - low) if high > low else np.zeros_like(data)
+    return _channels_last(data)
+
+
+def _channels_last(data: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """CHW to HW (one channel) or HWC, as imshow takes them."""
     shown: npt.NDArray[np.float64] = data[0] if data.shape[0] == 1 else np.transpose(data, (1, 2, 0))
     return shown

@@ -2,8 +2,10 @@
 
 Writes under ``<run>/eval/``: ``metrics_<split>.json`` (flat, split-prefixed numbers), for
 classifiers ``classification_report_<split>.{txt,json}`` and ``confusion_matrix_<split>.{csv,png}``,
-``training_curves.png``, ``worst_examples_<split>.png`` for image data, and ``cost.json``
-(latency, size, parameters). ``plots=False`` skips matplotlib entirely; ``cost=False`` skips timing.
+``training_curves.png``, ``worst_examples_<split>.png`` for image data (:mod:`kiln.eval.worst`),
+``predictions_<split>.csv`` (file, true and predicted class, probabilities) for data read from
+files, and ``cost.json`` (latency, size, parameters). ``plots=False`` skips matplotlib entirely;
+``cost=False`` skips timing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 from kiln.errors import DataError, RegistryError, UsageError
 from kiln.runs.rundir import RunDir
 
-WORST_EXAMPLES = 16
 SPLITS = ("train", "val", "test")
 
 
@@ -127,8 +128,8 @@ def run_root(run_dir: str | Path) -> Path:
 def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],
              dataset: Any, plots: bool) -> list[Path]:
     """Add the detailed metrics to ``metrics`` (keeping the meter's own) and write their files."""
-    from kiln.eval.artifacts import classification_files
-    from kiln.eval.metrics import classification_report, regression_metrics
+    from kiln.eval.artifacts import classification_files, predictions_csv
+    from kiln.eval.metrics import classification_report, probabilities, regression_metrics
 
     if spec.task == "language_modeling":  # the meter's loss, perplexity and accuracy say it all
         return []
@@ -139,35 +140,31 @@ def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: d
     report = classification_report(predictions.outputs, predictions.targets, spec.task, spec.class_names)
     metrics.update({f"{split}_{k}": v for k, v in report.metrics.items() if f"{split}_{k}" not in metrics})
     written = classification_files(report, eval_dir, split)
+    files = _files(dataset)
+    if files is not None:  # data read from files: what the model said of each one
+        written.append(predictions_csv(probabilities(predictions.outputs, spec.task), predictions.targets,
+                                       report.class_names, files, eval_dir / f"predictions_{split}.csv"))
     if plots:
         from kiln.eval.plots import confusion_png
+        from kiln.eval.worst import is_image_spec, worst_png, worst_samples
 
         written.append(confusion_png(report.confusion, report.class_names,
                                      eval_dir / f"confusion_matrix_{split}.png", f"confusion matrix ({split})"))
-        written += _worst(predictions, spec, report.class_names, dataset, eval_dir, split)
+        if is_image_spec(spec):
+            misses = worst_samples(predictions.outputs, predictions.targets, spec.task, files)
+            written.append(worst_png(misses, dataset, spec, report.class_names,
+                                     eval_dir / f"worst_examples_{split}.png",
+                                     f"worst-classified {split} samples (highest loss first)"))
     return written
 
 
-def _worst(predictions: Any, spec: Any, names: Sequence[str], dataset: Any, eval_dir: Path,
-           split: str) -> list[Path]:
-    """The samples the model missed worst (highest loss on the true class), for image data."""
-    import numpy as np
-
-    from kiln.eval.metrics import per_sample_loss, probabilities
-    from kiln.eval.plots import examples_png
-
-    if len(spec.input_shape) != 3 or spec.input_shape[0] not in (1, 3):
-        return []
-    losses = per_sample_loss(predictions.outputs, predictions.targets, spec.task)
-    order = np.argsort(-losses, kind="stable")[:WORST_EXAMPLES]
-    probs = probabilities(predictions.outputs, spec.task)
-    images = np.stack([np.asarray(dataset[int(i)][0]) for i in order])
-    captions = []
-    for i in order:
-        true, pred = int(predictions.targets[i]), int(probs[i].argmax())
-        captions.append(f"#{i}: {names[true]} -> {names[pred]} (p={probs[i, pred]:.2f})")
-    title = f"worst-classified {split} samples (true -> predicted)"
-    return [examples_png(images, captions, eval_dir / f"worst_examples_{split}.png", title)]
+def _files(dataset: Any) -> list[str] | None:
+    """The file of each sample, in order, for datasets read from files (``image_folder`` has a
+    ``files`` attribute); None for the others."""
+    files = getattr(dataset, "files", None)
+    if files is None or len(files) != len(dataset):
+        return None
+    return [str(f) for f in files]
 
 
 def _curves(root: Path, eval_dir: Path) -> list[Path]:
