@@ -4,7 +4,7 @@ and the ``image_folder`` entry itself.
 Preprocessing is deterministic (decode, convert channels, resize, scale to 0..1, normalize) and is
 saved in the model package, so eval, export parity, serve and predict apply exactly what training
 did. Augmentation applies to the training split only, after the deterministic resize; each step is
-one of torchvision.transforms.v2's, named here with its own validated options.
+one of torchvision.transforms.v2's, with its own validated options (``kiln.config.augment_options``).
 
 >>> ImageFolderOptions(path="photos", augment=[{"name": "horizontal_flip"}]).augment[0].p
 0.5
@@ -13,10 +13,11 @@ one of torchvision.transforms.v2's, named here with its own validated options.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
+from kiln.config.augment_options import AugmentStep
 from kiln.config.data_options import SplitFractions
 from kiln.config.section import Section
 
@@ -56,90 +57,6 @@ class ImageConfig(Section):
             if key == "std" and isinstance(value, list) and any(v <= 0 for v in value):
                 raise ValueError(f"data.image.std {value} must be positive")
         return self
-
-
-class _Step(Section):
-    """One augmentation step; ``name`` picks it."""
-
-
-class RandomResizedCrop(_Step):
-    name: Literal["random_resized_crop"]
-    scale: tuple[float, float] = Field((0.08, 1.0), description="area fraction range of the crop")
-    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="aspect ratio range of the crop")
-
-
-class RandomCrop(_Step):
-    name: Literal["random_crop"]
-    padding: int = Field(4, ge=0, description="zero pixels added on each side before cropping back")
-
-
-class HorizontalFlip(_Step):
-    name: Literal["horizontal_flip"]
-    p: float = Field(0.5, ge=0, le=1)
-
-
-class VerticalFlip(_Step):
-    name: Literal["vertical_flip"]
-    p: float = Field(0.5, ge=0, le=1)
-
-
-class Rotation(_Step):
-    name: Literal["rotation"]
-    degrees: float = Field(15.0, ge=0, le=180, description="rotate by up to this many degrees either way")
-
-
-class Affine(_Step):
-    name: Literal["affine"]
-    degrees: float = Field(0.0, ge=0, le=180)
-    translate: tuple[float, float] | None = Field(None, description="max shift as a fraction of width, height")
-    scale: tuple[float, float] | None = Field(None, description="zoom range, e.g. [0.9, 1.1]")
-
-
-class ColorJitter(_Step):
-    name: Literal["color_jitter"]
-    brightness: float = Field(0.0, ge=0)
-    contrast: float = Field(0.0, ge=0)
-    saturation: float = Field(0.0, ge=0)
-    hue: float = Field(0.0, ge=0, le=0.5)
-
-
-class Grayscale(_Step):
-    name: Literal["grayscale"]
-    p: float = Field(0.1, ge=0, le=1)
-
-
-class GaussianBlur(_Step):
-    name: Literal["gaussian_blur"]
-    kernel_size: int = Field(3, ge=1, description="odd")
-    sigma: tuple[float, float] = Field((0.1, 2.0))
-
-
-class TrivialAugment(_Step):
-    name: Literal["trivial_augment"]
-
-
-class RandAugment(_Step):
-    name: Literal["rand_augment"]
-    num_ops: int = Field(2, ge=1)
-    magnitude: int = Field(9, ge=0, le=30)
-
-
-class AutoAugment(_Step):
-    name: Literal["auto_augment"]
-    policy: Literal["imagenet", "cifar10", "svhn"] = "imagenet"
-
-
-class RandomErasing(_Step):
-    name: Literal["random_erasing"]
-    p: float = Field(0.5, ge=0, le=1)
-    scale: tuple[float, float] = Field((0.02, 0.33), description="area fraction range erased")
-
-
-AugmentStep = Annotated[
-    RandomResizedCrop | RandomCrop | HorizontalFlip | VerticalFlip | Rotation | Affine | ColorJitter
-    | Grayscale | GaussianBlur | TrivialAugment | RandAugment | AutoAugment | RandomErasing,
-    Field(discriminator="name"),
-]
 
 
 class ImageFolderOptions(SplitFractions):
