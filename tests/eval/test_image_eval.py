@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from kiln.data.images.preprocess import Preprocessing
-from kiln.data.spec import DataSpec
 from kiln.eval.artifacts import predictions_csv
 from kiln.eval.worst import Miss, unnormalize, worst_png, worst_samples
 
@@ -54,13 +53,11 @@ def _has_colour(image: Image.Image, rgb: tuple[int, int, int], pixels: int = 20)
 def test_worst_grid_draws_the_images_in_their_own_colours(tmp_path: Path) -> None:
     """Two flat mid-tone images come out in their own colours (un-normalized with the package's
     statistics), not stretched per image to full range, as normalized digits are."""
-    spec = DataSpec("image_folder", "classification", PRE.input_shape, 3, NAMES, PRE.mean, PRE.std,
-                    extra={"preprocess": PRE.to_dict()})
     tones = [(128, 64, 0), (0, 32, 96)]
     dataset = [(PRE.normalize(torch.tensor(t, dtype=torch.uint8).reshape(3, 1, 1).expand(3, 8, 8)), 0)
                for t in tones]
     misses = [Miss(0, 0, 1, 0.2, 0.7, "orange.png"), Miss(1, 0, 2, 0.1, 0.8, "blue.png")]
-    path = worst_png(misses, dataset, spec, NAMES, tmp_path / "worst.png", "worst")
+    path = worst_png(misses, dataset, NAMES, tmp_path / "worst.png", "worst", PRE)
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert _has_colour(image, tones[0]) and _has_colour(image, tones[1])

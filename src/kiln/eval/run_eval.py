@@ -10,13 +10,20 @@ files, and ``cost.json`` (latency, size, parameters). ``plots=False`` skips matp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import DataError, RegistryError, UsageError
 from kiln.runs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from kiln.data.images.preprocess import Preprocessing
+    from kiln.data.spec import DataSpec
+
+log = logging.getLogger("kiln.eval")
 
 SPLITS = ("train", "val", "test")
 
@@ -65,6 +72,7 @@ def evaluate_run(
         present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]
         raise DataError(f"dataset {cfg.data.name!r} has no {split} split in this configuration",
                         field="split", received=split, allowed=present)
+    saved = saved_preprocessing(dataset, package.spec, data.spec)
     device = resolve_device(cfg.run.device)
     model = package.model.to(device)
     task = build_task(data.spec, cfg.training.loss)
@@ -74,7 +82,7 @@ def evaluate_run(
     eval_dir = root / "eval"
     eval_dir.mkdir(exist_ok=True)
     metrics = {f"{split}_{k}": v for k, v in predictions.meter.items()}
-    artifacts = _quality(predictions, data.spec, split, eval_dir, metrics, dataset, plots)
+    artifacts = _quality(predictions, data.spec, split, eval_dir, metrics, dataset, plots, saved)
     metrics[f"{split}_samples"] = len(dataset)  # type: ignore[arg-type]
     out = eval_dir / f"metrics_{split}.json"
     write_json(out, metrics)
@@ -125,8 +133,32 @@ def run_root(run_dir: str | Path) -> Path:
     return RunDir.open(run_dir).root
 
 
+def saved_preprocessing(dataset: Any, saved: DataSpec, rebuilt: DataSpec) -> Preprocessing | None:
+    """The model package's preprocessing, made the dataset's own, so eval feeds the model what
+    serve and predict will. The rebuilt data may resolve ``data.image`` otherwise (``mean:
+    dataset`` measured on the folder of a ``data.path=...`` override); the model knows only the
+    preprocessing it was trained with. None for data without one (digits, CSV, ...)."""
+    from kiln.data.images.preprocess import from_spec
+
+    preprocessing = from_spec(saved.extra)
+    if preprocessing is None:
+        return None
+    if tuple(saved.class_names) != tuple(rebuilt.class_names):
+        raise DataError(
+            f"the model was trained on classes {list(saved.class_names)}, but the data to evaluate has "
+            f"{list(rebuilt.class_names)}: its class indices would not mean the same classes",
+            hint="evaluate on a folder with the same class folders (names and number)",
+        )
+    current = getattr(dataset, "preprocess", None)
+    if current is not None and current != preprocessing:
+        log.info("eval uses the model package's preprocessing %s, not the rebuilt data's %s",
+                 preprocessing.to_dict(), current.to_dict())
+        dataset.preprocess = preprocessing
+    return preprocessing
+
+
 def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],
-             dataset: Any, plots: bool) -> list[Path]:
+             dataset: Any, plots: bool, preprocessing: Preprocessing | None = None) -> list[Path]:
     """Add the detailed metrics to ``metrics`` (keeping the meter's own) and write their files."""
     from kiln.eval.artifacts import classification_files, predictions_csv
     from kiln.eval.metrics import classification_report, probabilities, regression_metrics
@@ -152,9 +184,8 @@ def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: d
                                      eval_dir / f"confusion_matrix_{split}.png", f"confusion matrix ({split})"))
         if is_image_spec(spec):
             misses = worst_samples(predictions.outputs, predictions.targets, spec.task, files)
-            written.append(worst_png(misses, dataset, spec, report.class_names,
-                                     eval_dir / f"worst_examples_{split}.png",
-                                     f"worst-classified {split} samples (highest loss first)"))
+            written.append(worst_png(misses, dataset, report.class_names, eval_dir / f"worst_examples_{split}.png",
+                                     f"worst-classified {split} samples (highest loss first)", preprocessing))
     return written
 
 

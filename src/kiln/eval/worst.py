@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kiln.data.images.preprocess import Preprocessing, from_spec
+from kiln.data.images.preprocess import Preprocessing
 from kiln.data.spec import DataSpec
 from kiln.eval.metrics import per_sample_loss, probabilities
 
@@ -63,13 +63,13 @@ def is_image_spec(spec: DataSpec) -> bool:
     return len(spec.input_shape) == 3 and spec.input_shape[0] in (1, 3)
 
 
-def worst_png(misses: Sequence[Miss], dataset: Any, spec: DataSpec, names: Sequence[str],
-              path: Path, title: str) -> Path:
-    """Draw ``misses`` (their inputs read back from ``dataset``) as a captioned grid at ``path``."""
+def worst_png(misses: Sequence[Miss], dataset: Any, names: Sequence[str], path: Path, title: str,
+              preprocessing: Preprocessing | None = None) -> Path:
+    """Draw ``misses`` (their inputs read back from ``dataset``) as a captioned grid at ``path``;
+    ``preprocessing``, the one the inputs were made with, un-normalizes them to pixels."""
     from kiln.eval.plots import examples_png
 
     inputs = np.stack([np.asarray(dataset[m.index][0], dtype=np.float64) for m in misses])
-    preprocessing = from_spec(spec.extra)
     captions = [m.caption(names) for m in misses]
     if preprocessing is None:
         return examples_png(inputs, captions, path, title)
