@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from kiln.config.augment_options import AugmentStep
 from kiln.config.section import Section
 
 
@@ -60,6 +61,9 @@ class IdxOptions(SplitOptions):
 
     path: Path | None = Field(None, description="directory of the IDX files")
     download: bool = Field(False, description="download missing files into `path`")
+    augment: list[AugmentStep] = Field(
+        default_factory=list, description="training-split augmentation of the 0..255 pixels, in order"
+    )
 
 
 class MnistOptions(IdxOptions):

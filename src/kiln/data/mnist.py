@@ -5,6 +5,9 @@ pair is the test split. With ``data.download=true`` missing files are fetched fr
 checked against their published MD5 and renamed into place only once complete, so an interrupted
 download never leaves a file that looks valid.
 
+``data.augment`` applies to the training split: its ``uint8`` pixels are augmented per sample
+(seeded by run seed, epoch and index), then scaled and normalized as without augmentation.
+
 ``read_idx``/``write_idx`` handle the IDX format itself (tests use the writer to make small files).
 """
 
@@ -22,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch.utils.data import Dataset, TensorDataset
 
 from kiln.data.download import fetch
+from kiln.data.images.augment import build_augment
 from kiln.data.spec import DataBundle, DataSpec
-from kiln.data.split import Arrays, make_bundle
+from kiln.data.split import Arrays, make_bundle, split_data
 from kiln.errors import DataError
 
 if TYPE_CHECKING:
     from kiln.config.data_options import FashionMnistOptions, IdxOptions, MnistOptions
+    from kiln.data.images.augment import Augment
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -146,26 +152,76 @@ def build_fashion_mnist(cfg: FashionMnistOptions, seed: int) -> DataBundle:
 
 def _build(source: Source, cfg: IdxOptions, seed: int) -> DataBundle:
     train_images, train_labels, test_images, test_labels = _locate(source, cfg)
-    x, y = _load_pair(train_images, train_labels, len(source.class_names))
-    x_test, y_test = _load_pair(test_images, test_labels, len(source.class_names))
-    if x.shape[1:] != x_test.shape[1:]:
+    pixels, y = _load_pair(train_images, train_labels, len(source.class_names))
+    test_pixels, y_test = _load_pair(test_images, test_labels, len(source.class_names))
+    if pixels.shape[1:] != test_pixels.shape[1:]:
         raise DataError(
-            f"{train_images} holds {list(x.shape[2:])} images but {test_images} holds "
-            f"{list(x_test.shape[2:])}: both must have the same size"
+            f"{train_images} holds {list(pixels.shape[2:])} images but {test_images} holds "
+            f"{list(test_pixels.shape[2:])}: both must have the same size"
         )
     spec = DataSpec(
         name=source.name,
         task="classification",
-        input_shape=tuple(x.shape[1:]),
+        input_shape=tuple(pixels.shape[1:]),
         num_classes=len(source.class_names),
         class_names=source.class_names,
         extra={"input_scale": INPUT_SCALE},
     )
-    return make_bundle(x, y, cfg, seed, spec, test=(x_test, y_test))
+    x, x_test = _scaled(pixels), _scaled(test_pixels)
+    bundle = make_bundle(x, y, cfg, seed, spec, test=(x_test, y_test))
+    augment = build_augment(cfg.augment, seed, channels=1)
+    if augment is not None:  # the same carve of the raw pixels, augmented before scaling
+        train_pixels = split_data(pixels, y, cfg, seed, test=(test_pixels, y_test)).train[0]
+        bundle.train = AugmentedPixels(train_pixels, _targets(bundle.train), augment, bundle.spec)
+    return bundle
+
+
+def _scaled(pixels: torch.Tensor) -> torch.Tensor:
+    """``uint8`` pixels as the 0..1 floats every split holds (before normalization)."""
+    return pixels.float() * INPUT_SCALE
+
+
+def _targets(train: object) -> torch.Tensor:
+    """The targets of a split ``make_bundle`` built (a TensorDataset of inputs, targets)."""
+    assert isinstance(train, TensorDataset)
+    return train.tensors[1]
+
+
+class AugmentedPixels(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The training split of an IDX dataset with ``data.augment``: each sample's ``uint8`` pixels
+    are augmented, then scaled and normalized exactly as the plain split is (``_scaled``, then
+    ``kiln.data.split.normalize``'s arithmetic), so only the augmentation differs.
+
+    ``epoch_keys``: the training sampler passes ``(epoch, index)`` (``kiln.train.sampler``), which
+    seeds the augmentation (``kiln.data.images.augment``); an index alone is epoch 0, as for
+    ``image_folder``'s datasets.
+    """
+
+    epoch_keys = True
+
+    def __init__(
+        self, pixels: torch.Tensor, targets: torch.Tensor, augment: Augment, spec: DataSpec
+    ) -> None:
+        self.pixels = pixels
+        self.targets = targets
+        self.augment = augment
+        # float64, as normalize() computes them; none when data.normalize is off
+        self.mean = torch.tensor(spec.mean, dtype=torch.float64) if spec.mean else None
+        self.std = torch.tensor(spec.std, dtype=torch.float64) if spec.std else None
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (0, int(key))
+        x = _scaled(self.augment(self.pixels[index], epoch, index))
+        if self.mean is not None and self.std is not None:
+            x = ((x.double() - self.mean) / self.std).float()
+        return x, self.targets[index]
 
 
 def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> Arrays:
-    """Images as float32 [N, 1, H, W] scaled to 0..1 and labels as int64 [N], checked together."""
+    """Images as uint8 [N, 1, H, W] and labels as int64 [N], checked together."""
     images = torch.from_numpy(read_idx(images_path))
     labels = torch.from_numpy(read_idx(labels_path))
     if images.dtype != torch.uint8 or images.ndim != 3:
@@ -180,7 +236,7 @@ def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> Arrays
         )
     if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
         raise DataError(f"{labels_path} holds labels outside 0..{num_classes - 1}")
-    return images.unsqueeze(1).float() * INPUT_SCALE, labels.long()
+    return images.unsqueeze(1), labels.long()
 
 
 def _locate(source: Source, cfg: IdxOptions) -> list[Path]:

@@ -3,21 +3,31 @@
 So the permutation never needs saving: the position within the epoch is enough to continue
 exactly where a run stopped. With ``world_size > 1`` each rank takes every world_size-th index
 (the permutation is padded by wrapping so every rank sees the same number of samples).
+
+``keyed=True`` yields ``(epoch, index)`` keys instead of bare indices, for datasets that draw
+per-sample randomness (augmentation, ``kiln.data.images.augment``) and declare ``epoch_keys``:
+the key tells such a dataset which epoch it is in, whichever worker process loads the sample, so
+what a sample becomes depends on (seed, epoch, index) only, never on workers or on a resume.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import torch
 from torch.utils.data import Sampler
 
+Key: TypeAlias = int | tuple[int, int]  # an index, or (epoch, index) when keyed
 
-class EpochSampler(Sampler[int]):
+
+class EpochSampler(Sampler[Key]):
     def __init__(
-        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+        keyed: bool = False,
     ) -> None:
         self.size = size
+        self.keyed = keyed
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
@@ -43,8 +53,12 @@ class EpochSampler(Sampler[int]):
         padded = order + order[: total - self.size]
         return padded[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation()[self.start :])
+    def __iter__(self) -> Iterator[Key]:
+        rest = self.permutation()[self.start :]
+        if self.keyed:
+            epoch = self.epoch
+            return iter([(epoch, index) for index in rest])
+        return iter(rest)
 
     def __len__(self) -> int:
         return -(-self.size // self.world_size) - self.start

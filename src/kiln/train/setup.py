@@ -18,7 +18,8 @@ from kiln.checkpoint import CheckpointManager
 from kiln.config.loader import config_hash, to_yaml
 from kiln.config.schema import KilnConfig
 from kiln.data.fingerprint import fingerprint
-from kiln.data.loader import make_loader
+from kiln.data.images.preprocess import SPEC_KEY as PREPROCESS_KEY
+from kiln.data.loader import LoaderKnobs, loader_knobs, make_loader
 from kiln.data.spec import DataBundle, DataSpec
 from kiln.distributed.group import world
 from kiln.runs.environment import capture_environment, run_tags
@@ -33,6 +34,9 @@ from kiln.train.callbacks.system_metrics import SystemMetrics
 from kiln.train.optim import build_optimizer, build_scheduler
 from kiln.train.ranks.scaling import batch_plan
 from kiln.train.sampler import EpochSampler
+
+DATA_REPORT = "data_report.json"  # in the run directory: what the dataset reported (counts, skips)
+PREVIEW = "preview.png"  # in the run directory: training samples as the model sees them
 
 
 @dataclass
@@ -58,10 +62,12 @@ class Components:
     train_model: nn.Module | None = None  # the DDP wrapper the loop trains through (several processes)
 
 
-def _optional_loader(dataset: Dataset[Any] | None, batch_size: int, workers: int) -> DataLoader[Any] | None:
+def _optional_loader(
+    dataset: Dataset[Any] | None, batch_size: int, workers: int, knobs: LoaderKnobs
+) -> DataLoader[Any] | None:
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
         return None
-    return make_loader(dataset, batch_size, workers)
+    return make_loader(dataset, batch_size, workers, **knobs)
 
 
 def new_run_dir(cfg: KilnConfig) -> RunPaths:
@@ -99,8 +105,11 @@ def build_components(
         from kiln.train.ranks.meters import ReducingTask
 
         task = ReducingTask(task)  # metrics are reduced over ranks as sums before they are logged
-    sampler = EpochSampler(len(data.train), cfg.run.seed, rank=rank.rank, world_size=rank.size)  # type: ignore[arg-type]
-    train_loader = make_loader(data.train, plan.per_process_batch, workers, sampler)
+    # A dataset with per-sample randomness (augmentation) is told each sample's epoch by its key.
+    keyed = bool(getattr(data.train, "epoch_keys", False))
+    sampler = EpochSampler(len(data.train), cfg.run.seed, rank=rank.rank, world_size=rank.size, keyed=keyed)  # type: ignore[arg-type]
+    knobs = loader_knobs(cfg.data, device)
+    train_loader = make_loader(data.train, plan.per_process_batch, workers, sampler, **knobs)
     optimizer = build_optimizer(model, t)
     for group in optimizer.param_groups:  # distributed.lr_scaling (factor 1 unless asked for)
         group["lr"] *= plan.lr_factor
@@ -123,6 +132,8 @@ def build_components(
         jsonl = JsonlTracker(paths.events)
         factories = build_trackers(cfg, paths.logs, paths.root.name, run_tags(environment, paths))
         tracker = MultiTracker(jsonl, factories, cfg.tracking.queue_size)
+        if not resumed:
+            _write_data_records(data, paths, tracker)
     else:
         from kiln.train.ranks.rank_zero import NullTracker
 
@@ -130,8 +141,8 @@ def build_components(
 
     c = Components(
         cfg, digest, device, data.spec, model, task, optimizer, sampler, train_loader,
-        _optional_loader(data.val, t.eval_batch_size, workers),
-        _optional_loader(data.test, t.eval_batch_size, workers),
+        _optional_loader(data.val, t.eval_batch_size, workers, knobs),
+        _optional_loader(data.test, t.eval_batch_size, workers, knobs),
         paths, tracker, None, environment=environment,
     )
     if rank.distributed:
@@ -159,6 +170,21 @@ def build_components(
     if show_progress:
         c.callbacks.append(ProgressBar())
     return c
+
+
+def _write_data_records(data: DataBundle, paths: RunPaths, tracker: MultiTracker) -> None:
+    """At the start of a new run: the dataset's report (per-split, per-class counts, skipped
+    files) as ``data_report.json``, and for image data a grid of training samples as they reach
+    the model (augmented, epoch 0) as ``preview.png``, handed to the trackers (MLflow keeps it).
+    Neither draws from the global RNG, so the run trains exactly as without them."""
+    report = getattr(data, "report", None)
+    if report is not None:
+        write_json(paths.root / DATA_REPORT, report)
+    train = data.train
+    if PREPROCESS_KEY in data.spec.extra or getattr(train, "epoch_keys", False) or getattr(train, "augment", None):
+        from kiln.data.images.preview import preview_from_bundle
+
+        tracker.log_artifact(preview_from_bundle(data, paths.root / PREVIEW))
 
 
 def _step_evaluation(c: Components) -> Callback:

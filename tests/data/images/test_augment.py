@@ -133,7 +133,7 @@ def test_colour_steps_on_one_channel_are_config_errors_that_say_the_fix(step: di
 
 
 def test_gaussian_blur_kernel_must_be_odd() -> None:
-    with pytest.raises(ValueError, match="kernel_size must be odd.*got 4; use 5"):
+    with pytest.raises(ValueError, match=r"kernel_size must be odd.*got 4; use 5"):
         STEPS.validate_python([{"name": "gaussian_blur", "kernel_size": 4}])
 
 

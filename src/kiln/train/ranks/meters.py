@@ -95,4 +95,8 @@ def shard_loader(loader: DataLoader[Any] | None) -> DataLoader[Any] | None:
     if loader is None or not w.distributed:
         return loader
     sampler = ShardSampler(len(loader.dataset), w.rank, w.size)  # type: ignore[arg-type]
-    return make_loader(loader.dataset, loader.batch_size or 1, loader.num_workers, sampler)
+    return make_loader(
+        loader.dataset, loader.batch_size or 1, loader.num_workers, sampler,
+        persistent_workers=loader.persistent_workers, prefetch_factor=loader.prefetch_factor,
+        pin_memory=loader.pin_memory,
+    )
