@@ -16,6 +16,7 @@ from kiln import __version__
 from kiln.cli import (
     compare_cmd,
     config_cmd,
+    data_cmd,
     eval_cmd,
     export_cmd,
     gate_cmd,
@@ -35,7 +36,7 @@ from kiln.errors import KilnError, UsageError
 
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
-    sync_cmd, registry_cmd, ui_cmd, config_cmd, models_cmd, sweep_cmd, serve_cmd,
+    sync_cmd, registry_cmd, ui_cmd, config_cmd, data_cmd, models_cmd, sweep_cmd, serve_cmd,
     generate_cmd,
 )
 

@@ -69,3 +69,6 @@ class DataBundle:
     val: Dataset[Any] | None
     test: Dataset[Any] | None
     spec: DataSpec
+    # What the builder found (counts per split and class, skipped files, warnings), for datasets
+    # that report it (image_folder); the run writes it to <run>/data_report.json.
+    report: dict[str, Any] | None = None

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from kiln.config.data_options import SplitOptions
 
 TEST_SEED = 0  # the test carve never depends on the run seed
+# DataSpec.extra key: samples per class (by class index) of the final training split, for
+# classification and binary tasks; training.loss.class_weights: auto weighs classes by it.
+CLASS_COUNTS = "class_counts"
 _MIN_STD = 1e-8  # below this a split is treated as constant: centred, not divided by ~0
 
 Arrays = tuple[Tensor, Tensor]
@@ -145,6 +148,9 @@ def make_bundle(
     ``spec`` describes the inputs before normalization; the statistics are filled in here.
     """
     splits = split_data(x, y, cfg, seed, val=val, test=test)
+    if spec.task in ("classification", "binary"):
+        counts = torch.bincount(splits.train[1].reshape(-1).long(), minlength=spec.num_classes).tolist()
+        spec = dataclasses.replace(spec, extra={**spec.extra, CLASS_COUNTS: counts})
     if cfg.normalize:
         splits, mean, std = normalize(splits, per_feature)
         spec = dataclasses.replace(spec, mean=mean, std=std)

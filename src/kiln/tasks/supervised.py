@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from kiln.config.schema import LossConfig
 from kiln.data.spec import DataSpec
+from kiln.data.split import CLASS_COUNTS
 from kiln.errors import ConfigError
 from kiln.tasks.meters import ClassificationMeter, RegressionMeter
 
@@ -101,12 +102,13 @@ def build_loss(spec: DataSpec, cfg: LossConfig) -> nn.Module:
         )
     weight = None
     if cfg.class_weights is not None:
-        if len(cfg.class_weights) != spec.num_classes or spec.task == "binary":
+        weights = auto_class_weights(spec) if cfg.class_weights == "auto" else cfg.class_weights
+        if len(weights) != spec.num_classes or spec.task == "binary":
             raise ConfigError(
-                f"training.loss.class_weights: got {len(cfg.class_weights)} weights, but "
+                f"training.loss.class_weights: got {len(weights)} weights, but "
                 f"dataset {spec.name!r} has {spec.num_classes} classes (multi-class only)"
             )
-        weight = torch.tensor(cfg.class_weights, dtype=torch.float32)
+        weight = torch.tensor(weights, dtype=torch.float32)
     if name == "cross_entropy":
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     if name == "focal":
@@ -116,3 +118,35 @@ def build_loss(spec: DataSpec, cfg: LossConfig) -> nn.Module:
     if name == "mse":
         return nn.MSELoss()
     return nn.L1Loss()
+
+
+def auto_class_weights(spec: DataSpec) -> list[float]:
+    """``class_weights: auto``: inverse class frequency in the training split, scaled so that the
+    weights average 1 (the loss keeps its scale; a balanced split gives all ones).
+
+    The counts are the dataset's own record (``DataSpec.extra["class_counts"]``, written by every
+    built-in classification dataset), so the loss needs no pass over the data.
+
+    >>> auto_class_weights(DataSpec("d", "classification", (1,), 2, extra={"class_counts": [6, 2]}))
+    [0.5, 1.5]
+    """
+    counts = spec.extra.get(CLASS_COUNTS)
+    if not isinstance(counts, list) or len(counts) != spec.num_classes:
+        raise ConfigError(
+            f"training.loss.class_weights: auto needs the training split's images per class, "
+            f"which dataset {spec.name!r} does not record",
+            hint=f"give one weight per class instead (training.loss.class_weights=[...], "
+                 f"{spec.num_classes} values), or have the dataset builder put "
+                 f"extra={{'{CLASS_COUNTS}': [count per class]}} in its DataSpec",
+        )
+    empty = [spec.class_names[i] if spec.class_names else str(i) for i, n in enumerate(counts) if n <= 0]
+    if empty:
+        raise ConfigError(
+            f"training.loss.class_weights: auto cannot weigh class(es) {', '.join(empty)}: the "
+            f"training split has no samples of them",
+            hint="give explicit weights (training.loss.class_weights=[...]), or put samples of "
+                 "every class in the training split",
+        )
+    inverse = [1.0 / n for n in counts]
+    mean = sum(inverse) / len(inverse)
+    return [w / mean for w in inverse]

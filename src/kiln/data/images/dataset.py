@@ -1,0 +1,205 @@
+"""A map-style dataset of image files, decoded lazily, with an optional cache of decoded pixels.
+
+``dataset[i]`` reads file ``i``, decodes it (``open_image``), resizes it to a ``uint8`` tensor
+(``Preprocessing.resized``), augments it (training split only) and normalizes it. The resized
+``uint8`` tensor is what the cache keeps (``data.image.cache``), so later epochs skip decoding
+and resizing, the expensive part, while augmentation still draws anew every epoch:
+
+- ``memory``: one ``uint8`` store ``[N, C, H, W]`` and a "filled" flag per image, both in shared
+  memory, created by the process that builds the dataset. DataLoader workers (forked, or spawned:
+  torch passes shared tensors by handle) write into and read from that one store, so whatever
+  ``num_workers`` is, each image is decoded once per run. The store is made with pages the
+  operating system commits only when written: a split never read (eval building all three)
+  costs nothing. Entries are keyed by index, valid for this dataset's files within one run.
+- ``disk``: one file per image under ``cache_dir`` (default ``$XDG_CACHE_HOME/kiln/images``, else
+  ``~/.cache/kiln/images``), named by the sha256 of the image file's bytes and a digest of the
+  resize settings (size, resize rule, resize_size, channels: what the cached pixels depend on;
+  mean and std are applied after the cache). A changed file or setting is a new name, so nothing
+  stale is ever served, and runs and datasets share entries. Each entry is written to a
+  temporary file and renamed into place, so concurrent writers and a crash leave whole files
+  only. The folder is never pruned: delete it to reclaim the space. The file itself is still read
+  (and hashed) every epoch; decoding is what the cache saves.
+
+>>> ds = ImageFolderDataset(["cat.jpg"], [0], Preprocessing(32, "stretch", 3, (0.5,), (0.5,)))  # doctest: +SKIP
+>>> ds[0][0].shape  # doctest: +SKIP
+torch.Size([3, 32, 32])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from kiln.data.images.preprocess import Preprocessing
+from kiln.errors import ConfigError, DataError
+
+XDG_CACHE_HOME = "XDG_CACHE_HOME"  # the user's cache root (XDG base directories)
+CACHES = ("none", "memory", "disk")
+SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory (a size-limited tmpfs)
+
+Augment = Callable[[torch.Tensor, int, int], torch.Tensor]
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/kiln/images``, else ``~/.cache/kiln/images``."""
+    root = os.environ.get(XDG_CACHE_HOME)
+    return (Path(root) if root else Path.home() / ".cache") / "kiln" / "images"
+
+
+def pixel_key(preprocess: Preprocessing) -> str:
+    """A digest of the settings the resized pixels depend on (not mean/std, applied later)."""
+    fields = {k: v for k, v in preprocess.to_dict().items() if k not in ("mean", "std")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Image files and their class indices, read lazily: ``(input, class index)`` per item.
+
+    A key is an index, or ``(epoch, index)``: the epoch reaches ``augment`` (called as
+    ``augment(pixels, epoch, index)``), so one image is augmented differently each epoch and alike
+    in every run; an index alone is epoch 0. ``epoch_keys`` tells the trainer's sampler to yield
+    such pairs. ``targets`` are the class indices, as torchvision's ImageFolder has them.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        labels: Sequence[int],
+        preprocess: Preprocessing,
+        augment: Augment | None = None,
+        cache: str = "none",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise DataError(f"{len(files)} image files but {len(labels)} labels: every file needs one label")
+        if cache not in CACHES:
+            raise ConfigError(f"unknown image cache {cache!r}", field="data.image.cache", allowed=CACHES)
+        self.files = [Path(f) for f in files]
+        self.targets = [int(v) for v in labels]
+        self.preprocess = preprocess
+        self.augment = augment
+        self.epoch_keys = augment is not None
+        self.cache = cache
+        self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache == "disk" else None
+        self._memory = _MemoryStore(len(self.files), preprocess) if cache == "memory" else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (0, int(key))
+        index = self._check(index)
+        pixels = self.pixels(index)
+        if self.augment is not None:
+            pixels = self.augment(pixels, epoch, index)
+        return self.preprocess.normalize(pixels), self.targets[index]
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """Image ``index`` decoded and resized: ``uint8`` ``input_shape``, the caller's to change."""
+        index = self._check(index)
+        key = pixel_key(self.preprocess)
+        memory = self._memory
+        if memory is not None:
+            if memory.key != key:  # the resize settings changed: the store no longer holds them
+                memory = self._memory = _MemoryStore(len(self.files), self.preprocess)
+            if memory.filled[index]:
+                return memory.pixels[index].clone()
+        pixels = self._from_disk(index, key) if self.cache_dir is not None else self._decode(index, None)
+        if memory is not None:
+            memory.pixels[index].copy_(pixels)
+            memory.filled[index] = True  # after the pixels: a reader never sees a half-written image
+        return pixels
+
+    def _decode(self, index: int, data: bytes | None) -> torch.Tensor:
+        from kiln.data.images.decode import open_image
+
+        path = self.files[index]
+        try:
+            image = open_image(data if data is not None else path, self.preprocess.channels)
+        except (ValueError, OSError) as exc:  # the scan read it: the file changed since
+            raise DataError(f"{path}: {exc} (it was readable when the data was scanned)") from None
+        return self.preprocess.resized(image)
+
+    def _from_disk(self, index: int, key: str) -> torch.Tensor:
+        assert self.cache_dir is not None
+        path = self.files[index]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it any more: {exc.strerror or exc}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        entry = self.cache_dir / key / digest[:2] / f"{digest}.u8"
+        shape = self.preprocess.input_shape
+        try:
+            raw = entry.read_bytes()
+        except OSError:
+            raw = b""
+        if len(raw) == math.prod(shape):
+            return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(shape)
+        pixels = self._decode(index, data)
+        _write_atomic(entry, pixels.contiguous().numpy().tobytes())
+        return pixels
+
+    def _check(self, index: int) -> int:
+        n = len(self.files)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for {n} images")
+        return index % n
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderDataset({len(self)} images, {self.preprocess.input_shape}, cache={self.cache}, "
+                f"augment={self.augment!r})")
+
+
+class _MemoryStore:
+    """The shared ``uint8`` pixels ``[N, C, H, W]`` and their "filled" flags."""
+
+    def __init__(self, count: int, preprocess: Preprocessing) -> None:
+        shape = (count, *preprocess.input_shape)
+        size = math.prod(shape)
+        _check_shared_memory(size)
+        # _new_shared maps fresh shared memory whose pages are committed only when written;
+        # Tensor.share_memory_() would copy (so commit) the whole store up front.
+        storage = torch.UntypedStorage._new_shared(max(size, 1))  # type: ignore[no-untyped-call]
+        self.pixels = torch.empty(0, dtype=torch.uint8).set_(storage)[:size].view(shape)
+        self.filled = torch.zeros(count, dtype=torch.bool).share_memory_()  # type: ignore[no-untyped-call]
+        self.key = pixel_key(preprocess)
+
+
+def _check_shared_memory(size: int) -> None:
+    """Refuse a store larger than the free shared memory: writing past it would kill the process
+    with SIGBUS mid-epoch (Docker gives containers 64 MB of /dev/shm unless told otherwise)."""
+    if not sys.platform.startswith("linux") or not SHARED_MEMORY.is_dir():
+        return
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    if size > free:
+        raise ConfigError(
+            f"data.image.cache: memory needs {size / 1e9:.2f} GB of shared memory for these images, "
+            f"but {SHARED_MEMORY} has {free / 1e9:.2f} GB free",
+            field="data.image.cache",
+            hint="use data.image.cache=disk, a smaller data.image.size, or more shared memory "
+                 "(in Docker: docker run --shm-size=...)",
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write the image cache {path.parent}: {exc.strerror or exc}",
+                        hint="free some space, fix its permissions, or set data.image.cache to memory or none") from None
