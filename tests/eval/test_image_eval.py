@@ -4,6 +4,7 @@ confusion matrix by class name, and per-file predictions equal to the saved prep
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from kiln.data.images.preprocess import Preprocessing
+from kiln.data.images.decode import open_image
+from kiln.data.images.preprocess import Preprocessing, from_spec
+from kiln.errors import DataError
 from kiln.eval.artifacts import predictions_csv
+from kiln.eval.run_eval import evaluate_run
 from kiln.eval.worst import Miss, unnormalize, worst_png, worst_samples
+from kiln.models.package import load_package
+from kiln.testing.images import write_digits_folder
 
 NAMES = ("cat", "dog", "fox")
 PRE = Preprocessing(size=8, resize="stretch", channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
@@ -72,3 +78,71 @@ def test_predictions_csv_names_classes_and_files(tmp_path: Path) -> None:
     assert [(r["file"], r["true"], r["predicted"]) for r in rows] == [("a/1.png", "dog", "dog"),
                                                                        ("b/2.jpg", "cat", "fox")]
     assert float(rows[1]["p_fox"]) == 0.7
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN trained one epoch on 3 classes of digit photos (PNG and JPEG, 20 px, read at 16)."""
+    from kiln.config.loader import load_config
+    from kiln.train import Trainer
+
+    root = tmp_path_factory.mktemp("image-eval")
+    folder = write_digits_folder(root / "photos", classes=3, per_class=14, size=20, formats=("png", "jpg"))
+    cfg = load_config(None, [
+        "run.progress=false", "data.name=image_folder", f"data.path={folder}", "data.image.size=16",
+        "data.image.mean=dataset", "data.image.std=dataset", "model.name=cnn", "model.filters=[4]",
+        "model.hidden=[8]", "training.epochs=1", "training.batch_size=8", f"run.output_dir={root / 'runs'}",
+        "tracking.backends=[jsonl]", "checkpoint.enabled=false",
+    ])
+    return Path(Trainer(cfg, quiet=True).fit().run_dir)
+
+
+def _in_process(run: Path, file: str) -> np.ndarray:
+    """The package's model on the saved preprocessing of ``file``."""
+    package = load_package(run)
+    preprocessing = from_spec(package.spec.extra)
+    assert preprocessing is not None
+    with torch.no_grad():
+        logits = package.model(preprocessing(open_image(file, preprocessing.channels))[None])
+    return torch.softmax(logits, dim=1)[0].numpy()
+
+
+def test_eval_of_an_image_folder_run_names_classes_and_files(image_run: Path) -> None:
+    result = evaluate_run(image_run, "test", cost=False)
+    eval_dir = image_run / "eval"
+    names = {p.name for p in result.artifacts}
+    assert {"predictions_test.csv", "worst_examples_test.png", "confusion_matrix_test.png",
+            "confusion_matrix_test.csv"} <= names
+    header = (eval_dir / "confusion_matrix_test.csv").read_text().splitlines()[0]
+    assert header == "true \\ predicted,digit_0,digit_1,digit_2"
+    report = json.loads((eval_dir / "classification_report_test.json").read_text())
+    assert report["confusion_matrix"]["labels"] == ["digit_0", "digit_1", "digit_2"]
+    with Image.open(eval_dir / "worst_examples_test.png") as image:
+        assert image.format == "PNG" and image.width >= 200
+
+    rows = list(csv.DictReader((eval_dir / "predictions_test.csv").read_text().splitlines()))
+    assert len(rows) == result.metrics["test_samples"]
+    assert {Path(r["file"]).parent.name for r in rows} == {"digit_0", "digit_1", "digit_2"}
+    assert all(r["true"] == Path(r["file"]).parent.name for r in rows)  # labels are the folders
+    correct = sum(r["true"] == r["predicted"] for r in rows) / len(rows)
+    assert correct == pytest.approx(result.metrics["test_accuracy"])
+    for row in rows:  # eval's probabilities are the saved preprocessing's, file by file
+        evaluated = [float(row[f"p_{n}"]) for n in ("digit_0", "digit_1", "digit_2")]
+        np.testing.assert_allclose(evaluated, _in_process(image_run, row["file"]), rtol=0, atol=1e-6)
+
+
+def test_eval_feeds_the_saved_preprocessing_whatever_the_data_resolves_to(image_run: Path) -> None:
+    """An override that changes what data.image resolves to (other statistics) changes nothing:
+    the model is fed the preprocessing it was trained with, as serve feeds it."""
+    saved = from_spec(load_package(image_run).spec.extra)
+    assert saved is not None and saved.std != (0.5, 0.5, 0.5)
+    plain = evaluate_run(image_run, "test", plots=False, cost=False).metrics
+    overridden = evaluate_run(image_run, "test", ["data.image.std=[0.5,0.5,0.5]"], plots=False, cost=False).metrics
+    assert overridden == plain
+
+
+def test_eval_refuses_data_whose_classes_are_not_the_models(image_run: Path, tmp_path: Path) -> None:
+    other = write_digits_folder(tmp_path / "other", classes=[3, 4, 5], per_class=8, size=20)
+    with pytest.raises(DataError, match=r"trained on classes \['digit_0', 'digit_1', 'digit_2'\].*"
+                                        r"\['digit_3', 'digit_4', 'digit_5'\]"):
+        evaluate_run(image_run, "test", [f"data.path={other}"], plots=False, cost=False)

@@ -31,7 +31,8 @@ def resnet18(num_classes: int) -> nn.Module:
     torchvision()
     from torchvision.models import resnet18 as build
 
-    return build(num_classes=num_classes)
+    model: nn.Module = build(num_classes=num_classes)
+    return model
 
 
 def _package(root: Path) -> Path:
@@ -40,6 +41,7 @@ def _package(root: Path) -> Path:
     with torch.no_grad():  # random-init running statistics are 0 and 1: give BN something to fold
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     cfg = parse_model_config({"name": "resnet18", "target": f"{__name__}:resnet18", "options": {"num_classes": 2}})
