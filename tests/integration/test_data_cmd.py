@@ -63,3 +63,15 @@ def test_check_refuses_a_dataset_that_is_no_image_folder(tmp_path: Path) -> None
     done = run_cli("data", "check", cwd=tmp_path)
     assert done.returncode == 2
     assert "kiln data check works on image folders; this config's data.name is 'digits'" in done.stderr
+
+
+def test_preview_writes_a_png_grid_of_training_samples(root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    done = run_cli("data", "preview", "data.name=image_folder", f"data.path={root}", f"data.image.size={SIZE}",
+                   "--output", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}" in done.stdout
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 4 * SIZE

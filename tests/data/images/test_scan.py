@@ -246,3 +246,27 @@ def test_grayscale_channels_read_colour_files_as_one_channel(root: Path) -> None
     x, _ = bundle.train[0]
     assert x.shape == (1, SIZE, SIZE) and bundle.spec.input_shape == (1, SIZE, SIZE)
     assert len(bundle.spec.mean) == 1  # ImageNet's statistics averaged for one channel
+
+
+def test_a_class_too_small_to_carve_stops_with_its_name(tmp_path: Path) -> None:
+    root = write_digits_folder(tmp_path / "small", classes=[0], per_class=6, size=SIZE)
+    write_digits_folder(root, classes=[1], per_class=1, size=SIZE)
+    with pytest.raises(ScanError) as caught:
+        build(options(root), seed=0)
+    assert "class 'digit_1': 1 image(s) left to carve from: too few for a test split (data.test_fraction=0.15)" \
+        in str(caught.value)
+    assert caught.value.exit_code == 2 and "data.test_fraction=0 for no test split" in str(caught.value)
+    build(options(root, val_fraction=0.0, test_fraction=0.0), seed=0)  # nothing to carve: fine
+
+
+def test_a_manifest_row_listed_twice_is_named_as_such(tmp_path: Path) -> None:
+    root = write_digits_folder(tmp_path / "images", classes=2, per_class=4, size=SIZE)
+    rows = ["path,label,split"] + [f"images/{p.parent.name}/{p.name},{p.parent.name},TRAIN"
+                                   for p in sorted(root.glob("*/*.png"))]
+    rows.append(rows[1].replace("TRAIN", "test"))
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = scan(ImageFolderOptions.model_validate({"manifest": manifest, "image": {"size": SIZE}}))
+    first = root / "digit_0" / "0_0000.png"
+    assert [str(i) for i in result.bad] == [f"{first}: listed more than once in the manifest"]
+    assert len(result.files) == 8 and {f.split for f in result.files} == {"train"}  # split names: any case

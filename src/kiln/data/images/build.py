@@ -232,7 +232,21 @@ def imbalance_warnings(counts: dict[str, dict[str, int] | None], threshold: floa
 
 def build_report(result: ScanResult, plan: Plan, counts: dict[str, dict[str, int] | None],
                  preprocess: Preprocessing | None, options: ImageFolderOptions, warnings: list[str]) -> dict[str, Any]:
-    """The JSON the run writes as ``data_report.json`` (see the module docstring)."""
+    """The JSON the run writes as ``data_report.json``::
+
+        layout         "class_folders" | "split_folders" | "manifest"
+        source         the folder (data.path) or the CSV (data.manifest), as given
+        classes        class names, sorted; a class's index is its position
+        files_scanned  files read and decoded by the scan
+        on_error       "stop" | "skip"
+        splits         {"train"|"val"|"test": null (no such split) or
+                        {"origin": "given" | "carved", "images": N, "per_class": {class: N}}}
+        skipped        [{"path", "reason"}]: bad files and leaked copies left out (on_error: skip)
+        ignored        [{"path", "reason"}]: hidden and operating-system files, never used
+        warnings       one line each: class imbalance, a split without some class
+        preprocess     Preprocessing.to_dict(): size, resize, channels, mean, std, resize_size
+        cache          "none" | "memory" | "disk"
+    """
     splits: dict[str, Any] = {}
     for name in SPLITS:
         per_class = counts[name]

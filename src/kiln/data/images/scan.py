@@ -273,7 +273,7 @@ def _list_manifest(manifest: Path) -> _Listing:
     for row, line in rows:
         where = f"{manifest}:{line}"
         path = base / row["path"] if row.get("path") else None
-        label, split = row.get("label", ""), row.get("split") or None
+        label, split = row.get("label", ""), (row.get("split") or "").lower() or None
         if path is None or not label:
             listing.bad.append(Issue(where, f"row without a {'path' if path is None else 'label'}"))
             continue
@@ -329,12 +329,14 @@ def _leaks(files: list[ImageFile], splits_given: bool, bad: list[Issue]) -> list
     order = {name: i for i, name in enumerate(SPLITS)}
     ranked = sorted(files, key=lambda f: (order.get(f.split or "train", 0), str(f.path)))
     first: dict[str, ImageFile] = {}
-    leaked: set[Path] = set()
+    leaked: set[int] = set()  # id() of the copies: one path may be listed twice
     for image in ranked:
         seen = first.setdefault(image.sha256, image)
         if seen is image:
             continue
-        if seen.class_name != image.class_name:
+        if seen.path == image.path:
+            reason = "listed more than once in the manifest"
+        elif seen.class_name != image.class_name:
             reason = f"same content as {seen.path}, which is labelled {seen.class_name!r}"
         elif not splits_given:
             reason = f"same content as {seen.path}: the copies could be carved into different splits (a leak)"
@@ -343,8 +345,8 @@ def _leaks(files: list[ImageFile], splits_given: bool, bad: list[Issue]) -> list
         else:
             continue  # a copy within one given split: weighted twice, but no leak
         bad.append(Issue(str(image.path), reason))
-        leaked.add(image.path)
-    return [f for f in files if f.path not in leaked]
+        leaked.add(id(image))
+    return [f for f in files if id(f) not in leaked]
 
 
 def _dataset_problems(listing: _Listing, classes: list[str], files: list[ImageFile]) -> list[Issue]:
