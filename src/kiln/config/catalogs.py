@@ -51,6 +51,10 @@ _register(MODELS, "cnn", "kiln.models.cnn:build", model.CnnOptions,
           "conv blocks ('valid' padding) with pooling, then dense layers")
 _register(MODELS, "transformer", "kiln.models.transformer:build", model.TransformerOptions,
           "decoder-only transformer over token ids (causal fused attention), for language modeling")
+_register(MODELS, "torchvision", "kiln.models.torchvision_models:build", model.TorchvisionOptions,
+          "a torchvision classification model (resnet18, efficientnet_b0...), pretrained or not (extra: vision)")
+_register(MODELS, "timm", "kiln.models.timm_models:build", model.TimmOptions,
+          "a timm model (resnet50, convnext_tiny, vit_small_patch16_224...), pretrained or not (extra: vision)")
 
 # Trackers: where a run's records go besides logs/events.jsonl. The config validates
 # ``tracking.backends`` against these names, so they sit here with the datasets and models; the

@@ -11,9 +11,11 @@ and sits below ``kiln.models``. ``TargetModel`` is the member for a user's own m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
+from typing_extensions import Self
 
 from kiln.config.section import Section
 
@@ -24,6 +26,11 @@ class ModelConfig(Section):
     """What every ``model:`` section has: ``name``, the catalog entry (or a label with ``target``)."""
 
     name: str = Field(description="a catalog model (see `kiln models`)")
+
+    def for_loading(self) -> Self:
+        """These options as a saved model is rebuilt from them, before its own weights are loaded
+        into it (``kiln.models.package``): the same architecture, nothing fetched to start from."""
+        return self
 
 
 class MlpOptions(ModelConfig):
@@ -61,6 +68,73 @@ class TransformerOptions(ModelConfig):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout in attention and MLP blocks")
     block_size: int | None = Field(None, ge=1, description="longest context; null: the data's windows")
     tie_weights: bool = Field(True, description="output layer shares the token embedding matrix")
+
+
+class BackboneOptions(ModelConfig):
+    """What the pretrained-backbone entries (``torchvision``, ``timm``) share: an architecture of
+    the library, where its starting weights come from, and what trains.
+
+    ``arch`` is checked against the library's classification builders when the model is built
+    (importing the library only then), with a did-you-mean. The classifier head is always sized
+    for the data's classes; ``freeze: backbone`` trains the head only (with batch-norm statistics
+    frozen too) until ``training.unfreeze_at_epoch``.
+    """
+
+    arch: str = Field("resnet18", description="an architecture of the library, e.g. resnet50, efficientnet_b0, convnext_tiny")
+    pretrained: bool = Field(
+        False, description="start from the library's ImageNet weights (its own download and cache)"
+    )
+    weights: Path | None = Field(
+        None,
+        description="start from a local .pth or .safetensors state dict of this arch (offline machines, your own checkpoints)",
+    )
+    freeze: Literal["none", "backbone"] = Field(
+        "none", description="backbone: train the classifier head only (see training.unfreeze_at_epoch)"
+    )
+    # False only for a saved model rebuilt before its own weights are loaded (for_loading)
+    _fetch_weights: bool = PrivateAttr(True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.pretrained and self.weights is not None:
+            raise ValueError(
+                "model.pretrained and model.weights both name starting weights: keep one "
+                "(weights: a local file, e.g. the library's weights copied to an offline machine)"
+            )
+        return self
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """True when the model starts from trained weights (the library's or a file): their
+        architecture and preprocessing then apply."""
+        return self.pretrained or self.weights is not None
+
+    @property
+    def fetches_weights(self) -> bool:
+        """True when building the model loads its starting weights (not when a saved model is rebuilt)."""
+        return self.starts_pretrained and self._fetch_weights
+
+    def for_loading(self) -> Self:
+        rebuilt = self.model_copy()
+        rebuilt._fetch_weights = False
+        return rebuilt
+
+
+class TorchvisionOptions(BackboneOptions):
+    """A torchvision classification model (resnet18, mobilenet_v3_small, efficientnet_b0,
+    convnext_tiny, vit_b_16...), its head replaced for the data's classes."""
+
+    name: Literal["torchvision"] = "torchvision"
+    weights_name: str = Field(
+        "DEFAULT", description="which of the arch's weights pretrained loads, e.g. IMAGENET1K_V2; DEFAULT: the best"
+    )
+
+
+class TimmOptions(BackboneOptions):
+    """A timm model (``arch`` may carry a weights tag, e.g. resnet18.a1_in1k), its head sized for
+    the data's classes."""
+
+    name: Literal["timm"] = "timm"
 
 
 class TargetModel(ModelConfig):

@@ -9,15 +9,17 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SerializeAsAny, WrapValidator
+from pydantic import AfterValidator, Field, SerializeAsAny, WrapValidator, model_validator
 
 # TRACKERS, not kiln.tracking: that sits above the config (see kiln.config.catalogs).
 from kiln.config.catalogs import TRACKERS
 from kiln.config.changes import LENGTH, LOGISTICS, MACHINE  # what a change does to a run begun
 from kiln.config.data_options import DataConfig, DigitsOptions
 from kiln.config.entries import DATA, MODEL
-from kiln.config.model_options import MlpOptions, ModelConfig
+from kiln.config.model_options import BackboneOptions, MlpOptions, ModelConfig, TargetModel
 from kiln.config.section import Section
+from kiln.config.vision_defaults import fill_image_defaults
+from kiln.errors import ConfigError
 
 # `model:` and `data:` are unions on `name` of the catalog entries' options models (one per entry,
 # each with its own knobs, defaults and descriptions: kiln.config.model_options and data_options),
@@ -93,6 +95,12 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the forward pass
     early_stopping: EarlyStoppingConfig | None = None  # off unless given (e.g. ...patience=5)
     loss: LossConfig = Field(default_factory=LossConfig)
+    # Fine-tuning a torchvision/timm backbone. With model.freeze: backbone, the first N epochs
+    # train the head only, then the backbone trains too (0-based: the epoch where it starts);
+    # null: frozen throughout. Checkpointed, so a resume across that epoch is exact.
+    unfreeze_at_epoch: int | None = Field(None, ge=1)
+    # the backbone's lr is lr x this, the head's is lr (discriminative fine-tuning, e.g. 0.1)
+    backbone_lr_scale: float = Field(1.0, gt=0)
 
 
 class CheckpointConfig(Section):
@@ -188,3 +196,29 @@ class KilnConfig(Section):
     tracking: Annotated[TrackingConfig, LOGISTICS] = Field(default_factory=TrackingConfig)  # all of it: where records go
     gate: GateConfig = Field(default_factory=GateConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="after")
+    def _fine_tuning_and_weights(self) -> KilnConfig:
+        """Fine-tuning knobs need a backbone model; pretrained weights fill ``data.image``'s unset
+        fields with their own preprocessing (kiln.config.vision_defaults)."""
+        _check_fine_tuning(self.model, self.training)
+        fill_image_defaults(self.model, self.data)
+        return self
+
+
+def _check_fine_tuning(model: ModelConfig, training: TrainingConfig) -> None:
+    backbone = isinstance(model, BackboneOptions)
+    frozen = isinstance(model, BackboneOptions) and model.freeze == "backbone"
+    if training.unfreeze_at_epoch is not None and not frozen:
+        raise ConfigError(
+            "training.unfreeze_at_epoch unfreezes a frozen backbone, but the model has none",
+            field="training.unfreeze_at_epoch",
+            hint="set model.freeze: backbone (model.name torchvision or timm), or unset training.unfreeze_at_epoch",
+        )
+    # your own model (model.target) may mark a backbone itself: checked when the optimizer is built
+    if training.backbone_lr_scale != 1.0 and not (backbone or isinstance(model, TargetModel)):
+        raise ConfigError(
+            f"training.backbone_lr_scale scales a backbone's learning rate, but model {model.name!r} has no backbone",
+            field="training.backbone_lr_scale",
+            hint="use model.name torchvision or timm, or unset training.backbone_lr_scale",
+        )

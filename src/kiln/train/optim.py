@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kiln.config.schema import SchedulerConfig, TrainingConfig
+from kiln.errors import ConfigError
+from kiln.models.backbones import backbone_split
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``training.optimizer`` with ``training.lr`` and friends."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer named by ``training.optimizer`` with ``training.lr`` and friends.
+
+    A backbone model (torchvision, timm) gets two parameter groups, the head's first (so the lr
+    logged is ``training.lr``) and the backbone's at ``lr x training.backbone_lr_scale``, each with
+    all its parameters, frozen ones too: unfreezing then changes no group, and the optimizer's
+    state lines up across a resume. Every other model has one group of its trainable parameters.
+    """
+    params = parameter_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -21,6 +30,26 @@ def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimi
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def parameter_groups(model: nn.Module, cfg: TrainingConfig) -> list[Any]:
+    """What the optimizer takes: the trainable parameters, or a backbone model's two groups."""
+    split = backbone_split(model)
+    if split is None:
+        if cfg.backbone_lr_scale != 1.0:
+            raise ConfigError(
+                f"training.backbone_lr_scale needs a model with a backbone, and {type(model).__name__} has none",
+                field="training.backbone_lr_scale",
+                hint="use model.name torchvision or timm (or mark your model's head with "
+                "kiln.models.backbones.mark_head), or unset training.backbone_lr_scale",
+            )
+        return [p for p in model.parameters() if p.requires_grad]
+    backbone, head = split
+    groups = [
+        {"name": "head", "params": head, "lr": cfg.lr},
+        {"name": "backbone", "params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def build_scheduler(
