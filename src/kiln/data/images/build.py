@@ -89,15 +89,15 @@ def build(options: ImageFolderOptions, seed: int) -> DataBundle:
         return ImageFolderDataset([f.path for f in files], [index[f.class_name] for f in files], preprocess,
                                   augment=augment, cache=options.image.cache)
 
-    train = dataset("train", resolve_preprocessing(options.image))
+    augment = None
+    if options.augment:  # built first: a step that cannot apply fails before any decoding
+        from kiln.data.images.augment import build_augment
+
+        augment = build_augment(options.augment, seed, channels=options.image.channels or FALLBACK_CHANNELS)
+    train = dataset("train", resolve_preprocessing(options.image), augment)
     assert train is not None  # plan_splits always gives a training split
     preprocess = resolve_preprocessing(options.image, train)
     train.preprocess = preprocess  # the statistics (if measured) change; the cached pixels do not
-    if options.augment:
-        from kiln.data.images.augment import build_augment
-
-        train.augment = build_augment(options.augment, seed, channels=preprocess.channels)
-        train.epoch_keys = train.augment is not None
     counts = plan.counts(classes)
     warnings = imbalance_warnings(counts, options.imbalance_warning)
     for line in warnings:
@@ -106,7 +106,8 @@ def build(options: ImageFolderOptions, seed: int) -> DataBundle:
     log.info("%s", describe(report))
     train_counts = counts["train"] or {}
     spec = DataSpec(
-        name=result.source.stem or "image_folder", task="classification", input_shape=preprocess.input_shape,
+        name=(result.source.stem if result.layout == "manifest" else result.source.name) or "image_folder",
+        task="classification", input_shape=preprocess.input_shape,
         num_classes=len(classes), class_names=classes, input_dtype="float32",
         mean=preprocess.mean, std=preprocess.std,
         extra={SPEC_KEY: preprocess.to_dict(), CLASS_COUNTS: [train_counts[c] for c in classes]},

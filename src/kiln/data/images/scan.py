@@ -167,27 +167,24 @@ def _list_folder(root: Path) -> _Listing:
         raise PathError(f"data.path {root} {what}; image_folder needs a folder of images",
                         field="data.path", hint="ROOT/<class>/<file>, or ROOT/{train,val,test}/<class>/<file>")
     folders, loose = _entries(root)
-    names = {p.name for p in folders}
-    if "train" in names:
-        listing = _Listing("split_folders", root, splits_given=True)
-        for folder in folders:
-            if folder.name in SPLITS:
-                _list_classes(folder, folder.name, listing)
-            else:
-                listing.fatal.append(Issue(str(folder), "a folder beside train/ that is not a split: "
-                                           "allowed: val, test (rename it, or move it out of data.path)"))
-    else:
+    if "train" not in {p.name for p in folders}:
         listing = _Listing("class_folders", root, splits_given=False)
-        _list_classes(root, None, listing, folders=folders, loose=loose)
-        loose = []
+        _list_classes(root, None, listing)
+        return listing
+    listing = _Listing("split_folders", root, splits_given=True)
     _ignore_loose(loose, listing)
+    for folder in folders:
+        if folder.name in SPLITS:
+            _list_classes(folder, folder.name, listing)
+        else:
+            listing.fatal.append(Issue(str(folder), "a folder beside train/ that is not a split: "
+                                       "allowed: val, test (rename it, or move it out of data.path)"))
     return listing
 
 
-def _list_classes(parent: Path, split: str | None, listing: _Listing,
-                  folders: list[Path] | None = None, loose: list[Path] | None = None) -> None:
-    if folders is None or loose is None:
-        folders, loose = _entries(parent)
+def _list_classes(parent: Path, split: str | None, listing: _Listing) -> None:
+    """The class folders of ``parent`` (ROOT, or one split's folder) into ``listing``."""
+    folders, loose = _entries(parent)
     if not folders:
         images = [p for p in loose if p.suffix.lower() in IMAGE_SUFFIXES]
         listing.fatal.append(Issue(str(parent), f"no class folders (it holds {len(images)} images directly): "
