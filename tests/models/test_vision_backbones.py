@@ -235,6 +235,7 @@ def test_a_saved_model_is_rebuilt_without_fetching_its_starting_weights(offline:
     assert rebuilt.state_dict().keys() == build_model(TimmOptions(arch="test_resnet"), RGB).state_dict().keys()
 
 
+@pytest.mark.slow
 def test_kiln_train_stops_before_training_when_timms_weights_are_unavailable(tmp_path: Path) -> None:
     """The CLI, offline (HF_HUB_OFFLINE) with an empty Hugging Face cache: exit 2, the documented
     message, no traceback, no run trained."""
@@ -253,6 +254,7 @@ def test_kiln_train_stops_before_training_when_timms_weights_are_unavailable(tmp
     assert not list((tmp_path / "runs").glob("*/models"))
 
 
+@pytest.mark.slow
 def test_timm_pretrained_loads_its_file_from_the_hugging_face_cache(tmp_path: Path) -> None:
     """A real ``kiln train`` with the backbone frozen: the trained model's backbone weights are
     the cached file's (and its head the data's)."""
