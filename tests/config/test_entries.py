@@ -59,7 +59,8 @@ def test_an_option_of_another_entry_names_what_this_one_takes() -> None:
     )
     assert problem("data.task=language_modeling") == (
         "data.task: not an option of dataset 'digits' (received 'language_modeling'); digits takes: "
-        "num_workers, val_fraction, test_fraction, subset, normalize. "
+        "num_workers, persistent_workers, prefetch_factor, pin_memory, val_fraction, test_fraction, "
+        "subset, normalize. "
         "data.task=language_modeling needs data.name text"
     )
     # only the entries whose option accepts the value are named
@@ -83,7 +84,7 @@ def test_an_unknown_key_or_name_gets_a_did_you_mean() -> None:
         "Allowed here: input_shape, n_samples, noise, num_classes"
     )
     assert problem("model.name=mpl") == (
-        "model: unknown model 'mpl'. Did you mean 'mlp'? Known: cnn, mlp, transformer; or set "
+        "model: unknown model 'mpl'. Did you mean 'mlp'? Known: cnn, mlp, timm, torchvision, transformer; or set "
         "`target: package.module:attr` to use your own (received {'name': 'mpl'})"
     )
     assert problem("model=mlp") == "model: the model section must be a mapping, e.g. {name: mlp} (received 'mlp')"
@@ -148,7 +149,7 @@ def test_sections_stored_before_the_union_still_load(tmp_path: Path) -> None:
 def test_the_schema_shows_every_entry() -> None:
     schema = KilnConfig.model_json_schema()
     refs = {one["$ref"].rsplit("/", 1)[-1] for one in schema["properties"]["model"]["oneOf"]}
-    assert refs == {"MlpOptions", "CnnOptions", "TransformerOptions", "TargetModel"}
+    assert refs == {"MlpOptions", "CnnOptions", "TransformerOptions", "TorchvisionOptions", "TimmOptions", "TargetModel"}
     refs = {one["$ref"].rsplit("/", 1)[-1] for one in schema["properties"]["data"]["oneOf"]}
     assert refs == {e.options.__name__ for e in DATASETS if e.options} | {"TargetData"}
     mlp = schema["$defs"]["MlpOptions"]

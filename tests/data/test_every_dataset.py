@@ -26,9 +26,11 @@ from kiln.config.data_options import (
     TextConfig,
     TextOptions,
 )
+from kiln.config.image_options import ImageFolderOptions
 from kiln.data import DATASETS
 from kiln.data.mnist import FILES, write_idx
 from kiln.testing import DatasetContract
+from kiln.testing.images import write_digits_folder
 
 
 def idx_files(directory: Path) -> Path:
@@ -68,6 +70,9 @@ CASES: dict[str, Callable[[Path], Any]] = {
         synthetic=SyntheticConfig(n_samples=120, input_shape=[1, 6, 6], num_classes=3)
     ),
     "text": lambda tmp: TextOptions(path=text_file(tmp), text=TextConfig(block_size=16)),
+    "image_folder": lambda tmp: ImageFolderOptions(
+        path=write_digits_folder(tmp / "images", classes=3, per_class=10, size=16), image={"size": 16}
+    ),
 }
 
 

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from kiln.config.model_options import CnnOptions, MlpOptions, TransformerOptions
+from kiln.config.model_options import (
+    CnnOptions,
+    MlpOptions,
+    TimmOptions,
+    TorchvisionOptions,
+    TransformerOptions,
+)
 from kiln.data import DataSpec
 from kiln.models import MODELS
 from kiln.testing import ModelContract
@@ -19,6 +25,7 @@ from kiln.testing import ModelContract
 IMAGES = DataSpec("images", "classification", (1, 8, 8), 10)
 TABLE = DataSpec("table", "regression", (5,), 1)
 CHARS = DataSpec("chars", "language_modeling", (16,), 11, input_dtype="int64")
+RGB = DataSpec("photos", "classification", (3, 32, 32), 3)
 
 CASES: dict[str, list[tuple[Any, DataSpec]]] = {
     "mlp": [(MlpOptions(), IMAGES), (MlpOptions(hidden=[8, 8], dropout=0.5, batch_norm=True), TABLE)],
@@ -27,6 +34,9 @@ CASES: dict[str, list[tuple[Any, DataSpec]]] = {
         (TransformerOptions(), CHARS),
         (TransformerOptions(d_model=16, n_heads=2, n_layers=1, dropout=0.2, tie_weights=False, block_size=32), CHARS),
     ],
+    "torchvision": [(TorchvisionOptions(arch="resnet18"), RGB),
+                    (TorchvisionOptions(arch="mobilenet_v3_small", freeze="backbone"), RGB)],
+    "timm": [(TimmOptions(arch="test_resnet"), RGB), (TimmOptions(arch="resnet10t", freeze="backbone"), RGB)],
 }
 
 

@@ -118,7 +118,7 @@ def load_package(path: str | Path, model: nn.Module | None = None) -> ModelPacka
                 f"the model in {directory} was passed to kiln as an object, so its architecture "
                 "is not in the config: call load_model(path, model=YourModel(...))"
             )
-        model = build_model(parse_model_config(meta["model"]), spec)
+        model = build_model(parse_model_config(meta["model"]).for_loading(), spec)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError) as exc:
