@@ -11,6 +11,7 @@ resize), ``normalize`` the float input (scale to 0..1, then ``(x - mean) / std``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,14 +75,22 @@ class Preprocessing:
         std = list(self.std) * (self.channels if len(self.std) == 1 else 1)
         return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
+    @functools.cached_property
+    def _resize(self) -> Any:  # composed once: building v2 transforms costs more than a small image
+        return _compose(self.resize_steps())
+
+    @functools.cached_property
+    def _normalize(self) -> Any:
+        return _compose(self.normalize_steps())
+
     def resized(self, image: Image.Image) -> torch.Tensor:
         """``image`` (already in the model's channels) as a resized ``uint8`` tensor."""
-        out: torch.Tensor = _compose(self.resize_steps())(image)
+        out: torch.Tensor = self._resize(image)
         return out
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """A ``uint8`` tensor (or a batch of them) as the model's float input."""
-        out: torch.Tensor = _compose(self.normalize_steps())(pixels)
+        out: torch.Tensor = self._normalize(pixels)
         return out
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
