@@ -21,7 +21,6 @@ from kiln.runs.rundir import RunDir
 
 if TYPE_CHECKING:
     from kiln.data.images.preprocess import Preprocessing
-    from kiln.data.spec import DataSpec
 
 log = logging.getLogger("kiln.eval")
 
@@ -53,6 +52,7 @@ def evaluate_run(
     is then rebuilt from the config of the version's run (its directory here, or its copy from MLflow).
     """
     from kiln.data.build import build_data
+    from kiln.data.images.preprocess import adopt_saved_preprocessing
     from kiln.data.loader import make_loader
     from kiln.eval.predict import collect
     from kiln.models.package import load_package
@@ -72,7 +72,7 @@ def evaluate_run(
         present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]
         raise DataError(f"dataset {cfg.data.name!r} has no {split} split in this configuration",
                         field="split", received=split, allowed=present)
-    saved = saved_preprocessing(dataset, package.spec, data.spec)
+    saved = adopt_saved_preprocessing(dataset, package.spec, data.spec)
     device = resolve_device(cfg.run.device)
     model = package.model.to(device)
     task = build_task(data.spec, cfg.training.loss)
@@ -131,30 +131,6 @@ def run_root(run_dir: str | Path) -> Path:
             )
         return root
     return RunDir.open(run_dir).root
-
-
-def saved_preprocessing(dataset: Any, saved: DataSpec, rebuilt: DataSpec) -> Preprocessing | None:
-    """The model package's preprocessing, made the dataset's own, so eval feeds the model what
-    serve and predict will. The rebuilt data may resolve ``data.image`` otherwise (``mean:
-    dataset`` measured on the folder of a ``data.path=...`` override); the model knows only the
-    preprocessing it was trained with. None for data without one (digits, CSV, ...)."""
-    from kiln.data.images.preprocess import from_spec
-
-    preprocessing = from_spec(saved.extra)
-    if preprocessing is None:
-        return None
-    if tuple(saved.class_names) != tuple(rebuilt.class_names):
-        raise DataError(
-            f"the model was trained on classes {list(saved.class_names)}, but the data to evaluate has "
-            f"{list(rebuilt.class_names)}: its class indices would not mean the same classes",
-            hint="evaluate on a folder with the same class folders (names and number)",
-        )
-    current = getattr(dataset, "preprocess", None)
-    if current is not None and current != preprocessing:
-        log.info("eval uses the model package's preprocessing %s, not the rebuilt data's %s",
-                 preprocessing.to_dict(), current.to_dict())
-        dataset.preprocess = preprocessing
-    return preprocessing
 
 
 def _quality(predictions: Any, spec: Any, split: str, eval_dir: Path, metrics: dict[str, float],

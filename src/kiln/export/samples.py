@@ -25,7 +25,7 @@ def held_out_inputs(root: Path, spec: DataSpec, count: int) -> tuple[Array, str]
     """Up to ``count`` inputs from the run's test split (else its validation split), and where
     they came from; random normal inputs of the spec's shape when the data cannot be rebuilt."""
     try:
-        inputs, source = _from_data(root, count)
+        inputs, source = _from_data(root, spec, count)
     except (KilnError, OSError, ValueError, KeyError) as exc:
         reason = f"random normal inputs of shape {list(spec.input_shape)}: the run's data could not be rebuilt ({exc})"
         log.warning("parity check uses %s", reason)
@@ -47,11 +47,12 @@ def random_inputs(spec: DataSpec, count: int) -> Array:
     return rng.standard_normal((count, *spec.input_shape)).astype(np.float32)
 
 
-def _from_data(root: Path, count: int) -> tuple[Array, str]:
+def _from_data(root: Path, spec: DataSpec, count: int) -> tuple[Array, str]:
     import torch
 
     from kiln.config import load_config
     from kiln.data.build import build_data
+    from kiln.data.images.preprocess import adopt_saved_preprocessing
 
     config = root / "config.yaml"
     if not config.is_file():
@@ -60,6 +61,7 @@ def _from_data(root: Path, count: int) -> tuple[Array, str]:
     data = build_data(cfg.data, cfg.run.seed)
     for name, split in (("test", data.test), ("validation", data.val)):
         if split is not None and len(split) > 0:  # type: ignore[arg-type]
+            adopt_saved_preprocessing(split, spec, data.spec)  # the model's own, as serve applies it
             n = min(count, len(split))  # type: ignore[arg-type]
             batch = torch.stack([torch.as_tensor(split[i][0]) for i in range(n)])
             return batch.numpy(), f"{name} split ({n} samples)"

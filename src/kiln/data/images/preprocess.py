@@ -12,12 +12,17 @@ resize), ``normalize`` the float input (scale to 0..1, then ``(x - mean) / std``
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from kiln.data.spec import DataSpec
+
+log = logging.getLogger("kiln")
 
 SPEC_KEY = "preprocess"  # where DataSpec.extra holds it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -117,3 +122,28 @@ def from_spec(extra: dict[str, Any]) -> Preprocessing | None:
     """The preprocessing a model package recorded (``DataSpec.extra``), or None for non-image data."""
     data = extra.get(SPEC_KEY)
     return Preprocessing.from_dict(data) if isinstance(data, dict) else None
+
+
+def adopt_saved_preprocessing(dataset: Any, saved: DataSpec, rebuilt: DataSpec) -> Preprocessing | None:
+    """The model package's preprocessing (``saved``), made the rebuilt ``dataset``'s own, so eval
+    and export parity feed the model what serve and predict will. The rebuilt data may resolve
+    ``data.image`` otherwise (``mean: dataset`` measured on the folder of a ``data.path=...``
+    override); the model knows only the preprocessing it was trained with. None for data without
+    one (digits, CSV, ...); DataError when the rebuilt data's classes are not the model's."""
+    from kiln.errors import DataError
+
+    preprocessing = from_spec(saved.extra)
+    if preprocessing is None:
+        return None
+    if tuple(saved.class_names) != tuple(rebuilt.class_names):
+        raise DataError(
+            f"the model was trained on classes {list(saved.class_names)}, but the data has "
+            f"{list(rebuilt.class_names)}: its class indices would not mean the same classes",
+            hint="use a folder with the same class folders (names and number)",
+        )
+    current = getattr(dataset, "preprocess", None)
+    if current is not None and current != preprocessing:
+        log.info("using the model package's preprocessing %s, not the rebuilt data's %s",
+                 preprocessing.to_dict(), current.to_dict())
+        dataset.preprocess = preprocessing
+    return preprocessing
