@@ -4,6 +4,7 @@ throughput knobs, and data.augment on mnist-format IDX files, trained for real."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,14 +12,19 @@ from tests.idx_data import write_idx_dataset
 from torch.utils.data import TensorDataset
 
 import kiln
-from kiln.config.data_options import DataConfig, MnistOptions
+from kiln.config.data_options import DataConfig, FashionMnistOptions, MnistOptions
 from kiln.data.loader import loader_knobs, make_loader
-from kiln.data.mnist import FILES, INPUT_SCALE, build_mnist
+from kiln.data.mnist import FILES, INPUT_SCALE, build_fashion_mnist, build_mnist, read_idx
 from kiln.data.split import make_bundle
 from kiln.testing import tiny_config
 from kiln.train import Trainer
 from kiln.train.run import prepare
 from kiln.train.sampler import EpochSampler
+
+# On a machine with fewer cores than workers (a one-core runner), PyTorch warns; results do not
+# depend on it.
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+
 
 # --- the sampler ---------------------------------------------------------------------------------
 
@@ -60,23 +66,25 @@ def test_loader_knobs_reach_the_dataloader_and_auto_pins_only_on_cuda() -> None:
 # --- mnist-format data with data.augment ---------------------------------------------------------
 
 
-def test_idx_without_augment_is_bit_identical_to_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("options", "build"), [(MnistOptions, build_mnist), (FashionMnistOptions, build_fashion_mnist)])
+def test_idx_without_augment_is_bit_identical_to_before(tmp_path: Path, options: Any, build: Any) -> None:
     """What mnist built before data.augment existed: 0..1 floats, then the split's normalization."""
-    from kiln.data.mnist import read_idx
-
     write_idx_dataset(tmp_path)
-    options = MnistOptions(path=tmp_path, val_fraction=0.25)
-    bundle = build_mnist(options, seed=3)
+    cfg = options(path=tmp_path, val_fraction=0.25, augment=[])
+    bundle = build(cfg, seed=3)
     x = torch.from_numpy(read_idx(tmp_path / f"{FILES[0]}.gz")).unsqueeze(1).float() * INPUT_SCALE
     y = torch.from_numpy(read_idx(tmp_path / f"{FILES[1]}.gz")).long()
     x_test = torch.from_numpy(read_idx(tmp_path / f"{FILES[2]}.gz")).unsqueeze(1).float() * INPUT_SCALE
     y_test = torch.from_numpy(read_idx(tmp_path / f"{FILES[3]}.gz")).long()
-    before = make_bundle(x, y, options, 3, bundle.spec, test=(x_test, y_test))
+    before = make_bundle(x, y, cfg, 3, bundle.spec, test=(x_test, y_test))
     assert isinstance(bundle.train, TensorDataset) and not getattr(bundle.train, "epoch_keys", False)
     for name in ("train", "val", "test"):
         for a, b in zip(getattr(bundle, name).tensors, getattr(before, name).tensors, strict=True):
             assert a.dtype == b.dtype and torch.equal(a, b), name
     assert (bundle.spec.mean, bundle.spec.std) == (before.spec.mean, before.spec.std)
+    flipped = build(options(path=tmp_path, val_fraction=0.25, augment=[{"name": "horizontal_flip", "p": 1.0}]), seed=3)
+    assert not torch.equal(flipped.train[(0, 0)][0], bundle.train[0][0])
+    assert torch.equal(flipped.train[(0, 0)][0], bundle.train[0][0].flip(-1))
 
 
 def test_idx_augment_acts_on_the_pixels_then_scales_and_normalizes_as_before(tmp_path: Path) -> None:
