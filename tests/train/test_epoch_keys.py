@@ -105,6 +105,9 @@ def test_idx_augment_acts_on_the_pixels_then_scales_and_normalizes_as_before(tmp
         flipped += not torch.equal(sometimes.train[(0, i)][0], inputs[i])
     assert 0 < flipped < len(inputs)
     assert torch.equal(sometimes.train[5][0], sometimes.train[(0, 5)][0])  # an index alone is epoch 0
+    always.train.augment = None  # type: ignore[attr-defined]  # as evaluating the training split would
+    assert not getattr(always.train, "epoch_keys", True)
+    assert all(torch.equal(always.train[i][0], inputs[i]) for i in range(len(inputs)))
     changes = [not torch.equal(sometimes.train[(e, 5)][0], sometimes.train[(e + 1, 5)][0]) for e in range(12)]
     assert any(changes)  # the same sample, flipped in some epochs and not in others
 

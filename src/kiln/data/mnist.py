@@ -194,13 +194,12 @@ class AugmentedPixels(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     ``epoch_keys``: the training sampler passes ``(epoch, index)`` (``kiln.train.sampler``), which
     seeds the augmentation (``kiln.data.images.augment``); an index alone is epoch 0, as for
-    ``image_folder``'s datasets.
+    ``image_folder``'s datasets. ``augment`` None (e.g. to evaluate the training split) gives the
+    plain samples, bit-identical to the split without augmentation.
     """
 
-    epoch_keys = True
-
     def __init__(
-        self, pixels: torch.Tensor, targets: torch.Tensor, augment: Augment, spec: DataSpec
+        self, pixels: torch.Tensor, targets: torch.Tensor, augment: Augment | None, spec: DataSpec
     ) -> None:
         self.pixels = pixels
         self.targets = targets
@@ -209,12 +208,17 @@ class AugmentedPixels(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.mean = torch.tensor(spec.mean, dtype=torch.float64) if spec.mean else None
         self.std = torch.tensor(spec.std, dtype=torch.float64) if spec.std else None
 
+    @property
+    def epoch_keys(self) -> bool:
+        return self.augment is not None
+
     def __len__(self) -> int:
         return len(self.pixels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (0, int(key))
-        x = _scaled(self.augment(self.pixels[index], epoch, index))
+        pixels = self.pixels[index]
+        x = _scaled(pixels if self.augment is None else self.augment(pixels, epoch, index))
         if self.mean is not None and self.std is not None:
             x = ((x.double() - self.mean) / self.std).float()
         return x, self.targets[index]
