@@ -14,6 +14,8 @@ RESUMABLE = {
     "training.epochs", "training.max_steps", "training.eval_batch_size", "run.progress", "data.num_workers",
     "checkpoint.keep_best_n", "checkpoint.keep_last_n", "checkpoint.every_n_epochs", "checkpoint.every_n_steps",
     "checkpoint.save_last", "checkpoint.async_save", "distributed.timeout", "distributed.backend",
+    # the loader's throughput knobs (issue 18): the same batches whatever they are
+    "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
 }
 # A sweep's local settings: the old list, plus everything resumable that does not change the
 # trials' results (eval batch size, checkpoint upkeep, how collectives are carried).
@@ -22,6 +24,7 @@ LOCAL = {
     "data.num_workers", "checkpoint.async_save", "training.eval_batch_size", "checkpoint.keep_best_n",
     "checkpoint.keep_last_n", "checkpoint.every_n_epochs", "checkpoint.every_n_steps", "checkpoint.save_last",
     "distributed.timeout", "distributed.backend",
+    "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
 }
 
 
@@ -36,6 +39,9 @@ def test_the_marks_give_each_setting_its_kind() -> None:
     assert change_of("training.lr") is change_of("model.hidden") is change_of("no.such.key") is Change.RESULTS
     assert change_of("tracking.register.require") is Change.LOGISTICS  # a section's mark covers all under it
     assert (change_of("training.epochs"), change_of("run.device")) == (Change.LENGTH, Change.MACHINE)
+    # image_folder's: the decoded-image cache changes nothing computed; the manifest's place is the machine's
+    assert (change_of("data.image.cache"), change_of("data.manifest")) == (Change.LOGISTICS, Change.MACHINE)
+    assert change_of("data.image.size") is Change.RESULTS
 
 
 def test_the_kind_shows_in_the_json_schema() -> None:

@@ -146,3 +146,15 @@ def test_eval_refuses_data_whose_classes_are_not_the_models(image_run: Path, tmp
     with pytest.raises(DataError, match=r"trained on classes \['digit_0', 'digit_1', 'digit_2'\].*"
                                         r"\['digit_3', 'digit_4', 'digit_5'\]"):
         evaluate_run(image_run, "test", [f"data.path={other}"], plots=False, cost=False)
+
+
+def test_eval_of_the_training_split_sees_the_images_not_an_augmentation(image_run: Path) -> None:
+    """Augmentation is part of training, not of the data: evaluating the training split of an
+    augmented run feeds each file through the saved preprocessing alone."""
+    result = evaluate_run(image_run, "train", ["data.augment=[{name: rotation, degrees: 90}]"],
+                          plots=False, cost=False)
+    rows = list(csv.DictReader((image_run / "eval" / "predictions_train.csv").read_text().splitlines()))
+    assert len(rows) == result.metrics["train_samples"] > 0
+    for row in rows[:8]:
+        evaluated = [float(row[f"p_{n}"]) for n in ("digit_0", "digit_1", "digit_2")]
+        np.testing.assert_allclose(evaluated, _in_process(image_run, row["file"]), rtol=0, atol=1e-6)

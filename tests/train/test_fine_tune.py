@@ -1,8 +1,8 @@
 """Fine-tuning a backbone: model.freeze, training.unfreeze_at_epoch, training.backbone_lr_scale.
 
 Real runs of torchvision's resnet18 and timm's test_resnet on small generated 3x16x16 images (2
-classes), through the Trainer. The FineTune callback is passed explicitly (``callbacks=``) as
-``kiln.train.callbacks.fine_tune.fine_tuning`` gives it for the config.
+classes), through the Trainer, which adds the FineTune callback the config asks for
+(``kiln.train.callbacks.fine_tune.fine_tuning``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kiln.models.build import build_model
 from kiln.testing import tiny_config
 from kiln.train import Trainer
 from kiln.train.callback import Callback
-from kiln.train.callbacks.fine_tune import FineTune, fine_tuning
+from kiln.train.callbacks.fine_tune import fine_tuning
 from kiln.train.optim import build_optimizer
 from kiln.train.state import TrainState
 
@@ -63,7 +63,7 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], hea
 
 
 def fit(cfg: KilnConfig, *callbacks: Callback) -> Trainer:
-    trainer = Trainer(cfg, callbacks=[*fine_tuning(cfg), *callbacks], quiet=True)
+    trainer = Trainer(cfg, callbacks=list(callbacks), quiet=True)
     assert trainer.fit().status == "completed"
     return trainer
 
@@ -152,7 +152,7 @@ def test_a_resume_across_the_unfreeze_epoch_ends_bit_identical_to_an_uninterrupt
     run = stopped.components.paths.root  # type: ignore[union-attr]
     saved = frozen_states(run)
     assert saved[0] is True and saved[-1] is False  # after epoch 0: frozen; the stop: unfrozen
-    resumed = kiln.resume(run, [f"training.max_steps={2 * steps}"], callbacks=[FineTune(1)], quiet=True)
+    resumed = kiln.resume(run, [f"training.max_steps={2 * steps}"], quiet=True)
     assert resumed.status == "completed"
     final = kiln.load_model(run).state_dict()
     expected = straight.components.model.state_dict()  # type: ignore[union-attr]

@@ -68,6 +68,11 @@ MACHINE = OnChange(Change.MACHINE)
 # that are not RESULTS are named here. A marker on a field, when there is one, wins.
 UNMARKED: dict[str, Change] = {
     "data.num_workers": Change.LOGISTICS,  # loader processes: the same batches in the same order
+    "data.persistent_workers": Change.LOGISTICS,
+    "data.prefetch_factor": Change.LOGISTICS,
+    "data.pin_memory": Change.LOGISTICS,
+    "data.image.cache": Change.LOGISTICS,  # decoded images kept: the same tensors either way
+    "data.manifest": Change.MACHINE,
     "data.path": Change.MACHINE,  # where this machine holds the files
     "data.val_path": Change.MACHINE,
     "data.test_path": Change.MACHINE,

@@ -10,6 +10,7 @@ files, and ``cost.json`` (latency, size, parameters). ``plots=False`` skips matp
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def evaluate_run(
     """
     from kiln.data.build import build_data
     from kiln.data.images.preprocess import adopt_saved_preprocessing
-    from kiln.data.loader import make_loader
+    from kiln.data.loader import loader_knobs, make_loader
     from kiln.eval.predict import collect
     from kiln.models.package import load_package
     from kiln.runs.layout import write_json
@@ -72,12 +73,16 @@ def evaluate_run(
         present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]
         raise DataError(f"dataset {cfg.data.name!r} has no {split} split in this configuration",
                         field="split", received=split, allowed=present)
+    if getattr(dataset, "augment", None) is not None:  # the training split of augmented data
+        dataset = copy.copy(dataset)  # evaluate the images themselves, not one epoch's augmentation
+        dataset.augment = None  # type: ignore[attr-defined]
     saved = adopt_saved_preprocessing(dataset, package.spec, data.spec)
     device = resolve_device(cfg.run.device)
     model = package.model.to(device)
     task = build_task(data.spec, cfg.training.loss)
     task.to(device)
-    loader = make_loader(dataset, cfg.training.eval_batch_size, cfg.data.num_workers)
+    loader = make_loader(dataset, cfg.training.eval_batch_size, cfg.data.num_workers,
+                         **loader_knobs(cfg.data, device))
     predictions = collect(model, loader, task, device, cfg.training.precision)
     eval_dir = root / "eval"
     eval_dir.mkdir(exist_ok=True)

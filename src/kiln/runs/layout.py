@@ -60,6 +60,16 @@ class RunPaths:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def data_report(self) -> Path:
+        """What the dataset builder found: per-split, per-class counts, skipped files."""
+        return self.root / "data_report.json"
+
+    @property
+    def preview(self) -> Path:
+        """A grid of training samples as they reach the model (image data)."""
+        return self.root / "preview.png"
+
 
 def read_json(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``: PathError naming it when it is missing, RunError when it is

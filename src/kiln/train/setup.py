@@ -30,13 +30,11 @@ from kiln.tracking.multi import MultiTracker, build_trackers
 from kiln.train.callback import Callback
 from kiln.train.callbacks import EarlyStopping, LRSchedule, NanGuard, ProgressBar, TrackingCallback
 from kiln.train.callbacks.checkpointing import Checkpointing
+from kiln.train.callbacks.fine_tune import fine_tuning
 from kiln.train.callbacks.system_metrics import SystemMetrics
 from kiln.train.optim import build_optimizer, build_scheduler
 from kiln.train.ranks.scaling import batch_plan
 from kiln.train.sampler import EpochSampler
-
-DATA_REPORT = "data_report.json"  # in the run directory: what the dataset reported (counts, skips)
-PREVIEW = "preview.png"  # in the run directory: training samples as the model sees them
 
 
 @dataclass
@@ -154,6 +152,7 @@ def build_components(
         c.train_model = wrap_model(model, device)
         c.callbacks.append(SignalAgreement())
     c.callbacks.append(NanGuard())
+    c.callbacks.extend(fine_tuning(cfg, rank.distributed))  # model.freeze: backbone (+ training.unfreeze_at_epoch)
     if scheduler is not None:
         c.callbacks.append(LRSchedule(scheduler, t.scheduler))
     if t.early_stopping is not None:
@@ -179,12 +178,12 @@ def _write_data_records(data: DataBundle, paths: RunPaths, tracker: MultiTracker
     Neither draws from the global RNG, so the run trains exactly as without them."""
     report = getattr(data, "report", None)
     if report is not None:
-        write_json(paths.root / DATA_REPORT, report)
+        write_json(paths.data_report, report)
     train = data.train
     if PREPROCESS_KEY in data.spec.extra or getattr(train, "epoch_keys", False) or getattr(train, "augment", None):
         from kiln.data.images.preview import preview_from_bundle
 
-        tracker.log_artifact(preview_from_bundle(data, paths.root / PREVIEW))
+        tracker.log_artifact(preview_from_bundle(data, paths.preview))
 
 
 def _step_evaluation(c: Components) -> Callback:

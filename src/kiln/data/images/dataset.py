@@ -41,10 +41,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from kiln import settings
 from kiln.data.images.preprocess import Preprocessing
 from kiln.errors import ConfigError, DataError
 
-XDG_CACHE_HOME = "XDG_CACHE_HOME"  # the user's cache root (XDG base directories)
 CACHES = ("none", "memory", "disk")
 SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory (a size-limited tmpfs)
 
@@ -53,7 +53,7 @@ Augment = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/kiln/images``, else ``~/.cache/kiln/images``."""
-    root = os.environ.get(XDG_CACHE_HOME)
+    root = os.environ.get(settings.XDG_CACHE_HOME)
     return (Path(root) if root else Path.home() / ".cache") / "kiln" / "images"
 
 
@@ -89,7 +89,6 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         self.targets = [int(v) for v in labels]
         self.preprocess = preprocess
         self.augment = augment
-        self.epoch_keys = augment is not None
         self.cache = cache
         self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache == "disk" else None
         self._memory = _MemoryStore(len(self.files), preprocess) if cache == "memory" else None
@@ -97,6 +96,11 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_steps": None}  # transforms are rebuilt in each worker
+
+    @property
+    def epoch_keys(self) -> bool:
+        """Whether the sampler should pass ``(epoch, index)`` keys: only augmentation needs them."""
+        return self.augment is not None
 
     def __len__(self) -> int:
         return len(self.files)
