@@ -56,3 +56,16 @@ def test_cells_show_the_augmented_samples_un_normalized_with_their_labels(tmp_pa
         assert (band < 128).any()  # the class name is written under the image
     # epoch 1 crops differently, so the check above could tell which epoch the preview shows
     assert all(not torch.equal(bundle.train[(0, i)][0], bundle.train[(1, i)][0]) for i in range(3))  # type: ignore[index]
+
+
+def test_a_folder_listed_class_by_class_is_previewed_class_by_class_in_turn(tmp_path: Path) -> None:
+    from kiln.data.images.preview import _spread
+    from kiln.testing.images import write_digits_folder
+
+    folder = write_digits_folder(tmp_path / "photos", classes=3, per_class=6, size=16)
+    cfg = load_config(None, ["data.name=image_folder", f"data.path={folder}", "data.image.size=16",
+                             "data.val_fraction=0", "data.test_fraction=0"])
+    train = build_data(cfg.data, cfg.run.seed).train
+    picked = _spread(train, 7)
+    assert [train.targets[i] for i in picked] == [0, 1, 2, 0, 1, 2, 0]  # type: ignore[attr-defined]
+    assert len(set(picked)) == 7

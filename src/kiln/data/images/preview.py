@@ -1,7 +1,7 @@
 """A PNG grid of training samples as the model receives them, each with its class name: look
 before you train (``kiln data preview``; ``kiln train`` writes one into the run directory).
 
-The samples are the first ``count`` of the training split in epoch 0, augmented exactly as
+The samples are ``count`` of the training split, the classes taken in turn, in epoch 0, augmented exactly as
 training augments them (key ``(0, i)`` for datasets with ``epoch_keys``), then un-normalized with
 the data's mean and std so they look like pictures again. Tiny images are scaled up (nearest
 neighbour, whole multiples) so a 28-pixel digit and its label stay readable.
@@ -27,7 +27,7 @@ MIN_SIDE = 64  # images smaller than this are scaled up by a whole factor
 
 
 def write_preview(cfg: KilnConfig, path: Path, count: int = 32) -> Path:
-    """Build ``cfg``'s data and write the grid of its first ``count`` training samples to ``path``."""
+    """Build ``cfg``'s data and write the grid of ``count`` training samples to ``path``."""
     from kiln.data.build import build_data
 
     return preview_from_bundle(build_data(cfg.data, cfg.run.seed), path, count)
@@ -46,7 +46,7 @@ def preview_from_bundle(bundle: DataBundle, path: Path, count: int = 32) -> Path
         raise ValueError(f"a preview needs at least one sample; got count={count}")
     train: Any = bundle.train
     keyed = bool(getattr(train, "epoch_keys", False))
-    samples = [train[(0, i) if keyed else i] for i in range(min(count, len(train)))]
+    samples = [train[(0, i) if keyed else i] for i in _spread(train, count)]
     images = torch.stack([_picture(x, bundle.spec) for x, _ in samples])
     scale = max(1, -(-MIN_SIDE // images.shape[-1]))
     images = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
@@ -65,6 +65,25 @@ def preview_from_bundle(bundle: DataBundle, path: Path, count: int = 32) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG")
     return path
+
+
+def _spread(train: Any, count: int) -> list[int]:
+    """Up to ``count`` sample indices taking the classes in turn (the first of each class, then the
+    second, ...), so a folder listed class by class does not preview one class only; the first
+    ``count`` indices for data without a ``targets`` list."""
+    targets = getattr(train, "targets", None)
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(train):
+        return list(range(min(count, len(train))))
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(int(target), []).append(index)
+    queues = [by_class[c] for c in sorted(by_class)]
+    picked: list[int] = []
+    for rank in range(max(len(q) for q in queues)):
+        picked += [q[rank] for q in queues if rank < len(q)]
+        if len(picked) >= count:
+            break
+    return picked[:count]
 
 
 def _picture(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
