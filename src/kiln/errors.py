@@ -37,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "ConfigError",
     "DataError",
     "DistributedError",
@@ -138,6 +139,40 @@ class ModelError(KilnError):
 
 class CheckpointError(KilnError):
     """A checkpoint is missing, corrupt, unsafe or incompatible."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written: the disk is full, a quota is exceeded, the file system is
+    read-only, permission is denied, or another OS error. Nothing committed was lost: the partial
+    ``<name>.tmp`` was removed and the previous checkpoint is still the newest valid one. Exit 1.
+
+    Its fields are what ``events.jsonl`` records of it (``record()``), for programs that retry.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path,
+        errno_name: str,
+        bytes_needed: int,
+        bytes_free: int | None,
+        previous: Path | None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path  # the checkpoint directory it tried to commit
+        self.errno_name = errno_name  # "ENOSPC", "EDQUOT", "EROFS", "EACCES", ... ("" if none)
+        self.bytes_needed = bytes_needed  # what the whole checkpoint takes on that file system
+        self.bytes_free = bytes_free  # free there after the partial one was removed (None: not asked)
+        self.previous = previous  # the newest committed checkpoint, where a resume starts
+
+    def record(self) -> dict[str, Any]:
+        """The facts as plain data: the ``checkpoint_failed`` record of events.jsonl."""
+        return {
+            "path": str(self.path), "errno": self.errno_name, "bytes_needed": self.bytes_needed,
+            "bytes_free": self.bytes_free, "previous": None if self.previous is None else str(self.previous),
+        }
 
 
 class TrackingError(KilnError):

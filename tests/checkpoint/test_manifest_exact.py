@@ -20,7 +20,8 @@ from kiln.checkpoint.manager import (
     to_cpu,
 )
 from kiln.checkpoint.manifest import FORMAT_VERSION, sha256_file, verify, write_manifest
-from kiln.errors import CheckpointError
+from kiln.checkpoint.write_error import size_text, write_error
+from kiln.errors import CheckpointError, CheckpointWriteError
 
 
 def _err(fn: object, *args: object) -> str:
@@ -140,25 +141,69 @@ def test_abort_and_clean_leftovers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "reason"),
-    [(errno.ENOSPC, "the disk is full"), (errno.EACCES, "permission denied"), (errno.EPERM, "permission denied"),
-     (errno.EROFS, "permission denied"), (errno.EIO, "Input/output error")],
+    ("code", "reason", "hint"),
+    [(errno.EROFS, "the file system is read-only (EROFS)",
+      "remount that file system read-write, or move the run directory (or only its checkpoints/ "
+      "folder, leaving a symlink in its place) to a disk that is writable"),
+     (errno.EACCES, "permission denied (EACCES)",
+      "make {dir} writable for this user, or move the run directory (or only its checkpoints/ "
+      "folder, leaving a symlink in its place) to a disk where it is"),
+     (errno.EPERM, "permission denied (EPERM)", None),
+     (errno.EIO, "Input/output error (EIO)", "fix the cause above; nothing committed was touched")],
 )
-def test_explain_os_error(tmp_path: Path, code: int, reason: str) -> None:
+def test_write_error_names_the_reason_the_room_and_what_is_intact(
+    tmp_path: Path, code: int, reason: str, hint: str | None
+) -> None:
     import os
 
-    where = tmp_path / "epoch0001-step00000002"
-    err = atomic.explain_os_error(OSError(code, os.strerror(code)), where)
-    assert isinstance(err, CheckpointError)
-    assert str(err) == (
-        f"could not write checkpoint epoch0001-step00000002: {reason} ({where}). The previous checkpoint "
-        "is intact; free space (or fix permissions) and resume with `kiln resume`"
-    )
+    where = tmp_path / "epoch0002-step00000004"
+    previous = tmp_path / "epoch0001-step00000002"
+    err = write_error(OSError(code, os.strerror(code)), where, 12_288, previous, 1, 1)
+    assert isinstance(err, CheckpointWriteError) and isinstance(err, CheckpointError)
+    lines = str(err).splitlines()
+    assert lines[:3] == [
+        f"could not write checkpoint epoch0002-step00000004 in {tmp_path}: {reason}",
+        "  needs: about 12 kB on that disk",  # no free figure: more room would not help
+        "  intact: epoch0001-step00000002 (the newest checkpoint: a resume starts there); "
+        "the partial epoch0002-step00000004.tmp was removed",
+    ]
+    if hint is not None:
+        assert lines[3:] == ["  hint: " + hint.format(dir=tmp_path)]
+    assert err.record() == {
+        "path": str(where), "errno": reason.split("(")[1][:-1], "bytes_needed": 12_288,
+        "bytes_free": None, "previous": str(previous),
+    }
 
 
-def test_explain_os_error_without_strerror(tmp_path: Path) -> None:
-    err = atomic.explain_os_error(OSError("plain words"), tmp_path / "x")
-    assert str(err).startswith("could not write checkpoint x: plain words (")
+@pytest.mark.parametrize(("code", "room"), [(errno.ENOSPC, "on that disk"), (errno.EDQUOT, "of your quota (or have it raised)")])
+@pytest.mark.parametrize(("keep", "fewer"), [((1, 1), False), ((3, 1), True)])
+def test_write_error_for_lack_of_room_says_how_much_is_missing(
+    tmp_path: Path, code: int, room: str, keep: tuple[int, int], fewer: bool
+) -> None:
+    import os
+    import re
+
+    err = write_error(OSError(code, os.strerror(code)), tmp_path / "epoch0002-step00000004", 10**15, None, *keep)
+    assert err.bytes_free is not None and 0 < err.bytes_free < 10**15  # asked of tmp_path's disk
+    text = str(err)
+    assert re.search(r"^  needs: about 1000000\.00 GB on that disk; [0-9.]+ [kMG]?B are free there now$", text, re.M)
+    assert "  intact: no checkpoint was committed before this one: a resume starts the run from its beginning" in text
+    hint = text.splitlines()[-1]
+    assert hint.startswith("  hint: free at least 99") and f" {room}, or move the run directory" in hint
+    assert ("or keep fewer checkpoints (checkpoint.keep_last_n is 3, checkpoint.keep_best_n is 1; 1 keeps one "
+            "of each)" in hint) is fewer
+
+
+def test_write_error_without_strerror(tmp_path: Path) -> None:
+    err = write_error(OSError("plain words"), tmp_path / "x", 4096, None, 1, 1)
+    assert str(err).startswith(f"could not write checkpoint x in {tmp_path}: plain words\n")
+    assert err.errno_name == ""
+
+
+def test_size_text() -> None:
+    assert [size_text(n) for n in (0, 1, 999, 1000, 484_123, 999_499, 12_345_678, 1_250_000_000)] == [
+        "0 bytes", "1 byte", "999 bytes", "1 kB", "484 kB", "999 kB", "12.3 MB", "1.25 GB",
+    ]
 
 
 # -- names, info, retention ---------------------------------------------------------------------

@@ -6,12 +6,9 @@ whatever moment the process is killed at.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
-
-from kiln.errors import CheckpointError
 
 TMP_SUFFIX = ".tmp"
 
@@ -26,9 +23,14 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def tmp_path(final: Path) -> Path:
+    """``<final>.tmp``: where ``final`` is written before its rename commits it."""
+    return final.with_name(final.name + TMP_SUFFIX)
+
+
 def begin(final: Path) -> Path:
     """A fresh, empty ``<final>.tmp/`` directory to write a checkpoint into."""
-    tmp = final.with_name(final.name + TMP_SUFFIX)
+    tmp = tmp_path(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -60,17 +62,3 @@ def clean_leftovers(directory: Path) -> list[Path]:
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child)
     return removed
-
-
-def explain_os_error(exc: OSError, where: Path) -> CheckpointError:
-    """A CheckpointError that says what went wrong writing a checkpoint and that nothing was lost."""
-    if exc.errno == errno.ENOSPC:
-        reason = "the disk is full"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = "permission denied"
-    else:
-        reason = exc.strerror or str(exc)
-    return CheckpointError(
-        f"could not write checkpoint {where.name}: {reason} ({where}). The previous checkpoint "
-        "is intact; free space (or fix permissions) and resume with `kiln resume`"
-    )

@@ -12,6 +12,7 @@ Files of one checkpoint directory::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -30,7 +31,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from kiln.checkpoint import atomic
-from kiln.checkpoint.manifest import verify, write_manifest
+from kiln.checkpoint.manifest import MANIFEST, manifest_bytes, verify
+from kiln.checkpoint.write_error import disk_bytes, write_error
 from kiln.errors import CheckpointError
 
 log = logging.getLogger("kiln.checkpoint")
@@ -128,6 +130,14 @@ class CheckpointManager:
         if pending is not None:
             pending.result()
 
+    def raise_if_failed(self) -> None:
+        """Re-raise the error of an asynchronous save that has already failed, without waiting for
+        one still being written: cheap enough to call after every batch, so a full disk stops the
+        run at once instead of at the next save."""
+        pending = self._pending
+        if pending is not None and pending.done():
+            self.wait()
+
     def close(self) -> None:
         self.wait()
         if self._executor is not None:
@@ -137,19 +147,23 @@ class CheckpointManager:
         self, final: Path, model: dict[str, torch.Tensor], optimizer: dict[str, Any],
         trainer: dict[str, Any], meta: dict[str, Any],
     ) -> Path:
-        tmp = atomic.begin(final)
+        # Serialized in memory, then written by Python: a full disk is then a plain OSError (torch's
+        # own file writer turns it into a RuntimeError), and the room it needs is known exactly.
+        contents = _contents(final.name, model, optimizer, trainer, meta)
+        tmp = atomic.tmp_path(final)
         try:
-            # Serialized in memory and written by Python, so a full disk is a plain OSError.
-            (tmp / MODEL).write_bytes(safetensors_bytes(model, metadata={"format": "pt"}))
-            torch.save(optimizer, tmp / OPTIMIZER)
-            torch.save(trainer, tmp / TRAINER)
-            (tmp / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-            write_manifest(tmp, {"name": final.name})
+            atomic.begin(final)
+            for name, data in contents.items():  # the manifest last
+                (tmp / name).write_bytes(data)
             with self._lock:
                 atomic.commit(tmp, final)
         except OSError as exc:
-            atomic.abort(tmp)
-            raise atomic.explain_os_error(exc, final) from exc
+            atomic.abort(tmp)  # first: the room it took is free again for what follows
+            needed = disk_bytes((len(data) for data in contents.values()), self.directory)
+            previous = self.committed()
+            raise write_error(
+                exc, final, needed, previous[-1].path if previous else None, self.keep_last_n, self.keep_best_n
+            ) from exc
         except BaseException:
             atomic.abort(tmp)
             raise
@@ -218,6 +232,27 @@ class CheckpointManager:
         raise CheckpointError(
             "no usable checkpoint in " + str(self.directory) + ":\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def _contents(
+    name: str, model: dict[str, torch.Tensor], optimizer: dict[str, Any], trainer: dict[str, Any],
+    meta: dict[str, Any],
+) -> dict[str, bytes]:
+    """The bytes of every file of a checkpoint, ``manifest.json`` last."""
+    contents = {
+        MODEL: safetensors_bytes(model, metadata={"format": "pt"}),
+        OPTIMIZER: _torch_bytes(optimizer),
+        TRAINER: _torch_bytes(trainer),
+        META: json.dumps(meta, indent=2, default=str).encode("utf-8"),
+    }
+    contents[MANIFEST] = manifest_bytes(contents, {"name": name})
+    return contents
+
+
+def _torch_bytes(value: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,22 @@ def write_manifest(directory: Path, extra: dict[str, Any]) -> None:
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name != MANIFEST
     }
-    manifest = {"format_version": FORMAT_VERSION, **extra, "files": files}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    (directory / MANIFEST).write_text(_render(files, extra), encoding="utf-8")
+
+
+def manifest_bytes(contents: Mapping[str, bytes], extra: dict[str, Any]) -> bytes:
+    """The manifest.json of files about to be written, from their bytes in memory (what
+    ``write_manifest`` would write once they are on disk)."""
+    files = {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        for name, data in sorted(contents.items())
+        if name != MANIFEST
+    }
+    return _render(files, extra).encode("utf-8")
+
+
+def _render(files: dict[str, dict[str, Any]], extra: dict[str, Any]) -> str:
+    return json.dumps({"format_version": FORMAT_VERSION, **extra, "files": files}, indent=2)
 
 
 def verify(directory: Path) -> dict[str, Any]:

@@ -5,12 +5,21 @@ except step and system metrics: those may wait up to ``FLUSH_EVERY`` seconds for
 or the fan-out thread's next round, so that logging every step costs no system call each time. A
 process killed with SIGKILL can lose those last moments of step metrics and nothing else; a
 checkpoint flushes first, so a resume never misses what its checkpoint points past.
+
+A file that cannot be written (a full disk, a file system gone read-only) never raises from a log
+call, which may come from any thread or from a run's clean-up after another error: the first
+failure is reported once, on the log, and the records from then on are dropped. The next
+checkpoint then refuses to commit (``tell`` raises TrackingError): it would point past records the
+file lost, so the run stops there, its previous checkpoint intact, until there is room to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
+import logging
 import math
 import threading
 import time
@@ -21,7 +30,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from kiln.errors import TrackingError
 from kiln.tracking.base import Scope, Tracker, TrackerSetup
+
+log = logging.getLogger("kiln.tracking")
 
 # one line per record; numpy scalars as numbers; non-string keys (e.g. class ids) as strings
 _ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -54,6 +66,7 @@ class JsonlTracker:
         self._file = path.open("ab", buffering=1 << 16)  # bytes: orjson writes UTF-8 directly
         self._lock = threading.Lock()  # the system-metrics sampler writes from its own thread
         self._flushed_at = time.time()
+        self.broken: OSError | None = None  # why the file could not be written, once it could not
 
     def _write(self, record: dict[str, Any], deferred: bool = False) -> None:
         now = time.time()
@@ -63,24 +76,53 @@ class JsonlTracker:
         except TypeError:  # a value orjson cannot encode (a tensor, a huge int): walk the record
             line = (json.dumps(_clean(record), separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
-            self._file.write(line)
-            if not deferred or now - self._flushed_at >= self.flush_every:
-                self._file.flush()
-                self._flushed_at = now
+            if self.broken is not None:
+                return
+            try:
+                self._file.write(line)
+                if not deferred or now - self._flushed_at >= self.flush_every:
+                    self._file.flush()
+                    self._flushed_at = now
+            except OSError as exc:
+                self._break(exc)
 
     def flush(self) -> None:
         """Hand deferred records to the OS (the fan-out thread calls this every round)."""
         with self._lock:
-            if not self._file.closed:
-                self._file.flush()
+            if not self._file.closed and self.broken is None:
+                try:
+                    self._file.flush()
+                except OSError as exc:
+                    self._break(exc)
                 self._flushed_at = time.time()
 
     def tell(self) -> int:
         """Bytes written so far, all in the file: a checkpoint records it, so a resume can cut the
-        file back to it."""
+        file back to it. TrackingError once the file could not be written: the records since are
+        lost, and a checkpoint must not point past them."""
         with self._lock:
-            self._file.flush()
-            return self._file.tell()
+            if self.broken is None:
+                try:
+                    self._file.flush()
+                    return self._file.tell()
+                except OSError as exc:
+                    self._break(exc)
+            assert self.broken is not None
+            raise TrackingError(
+                f"{self.path} could not be written ({_reason(self.broken)}): the records since are "
+                "lost, and a checkpoint must not point past lost records, so the run stops here. Its "
+                "previous checkpoint is intact",
+                hint="free space on that disk (or make it writable again), then resume the run: "
+                     "`kiln resume` its run directory",
+            )
+
+    def _break(self, exc: OSError) -> None:
+        """Stop writing for good (another attempt would tear lines further) and say so, once."""
+        self.broken = exc
+        log.warning(
+            "%s could not be written (%s): records from now on are lost, and no checkpoint can be "
+            "committed after them", self.path, _reason(exc),
+        )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._write({"event": "params", "params": dict(params)})
@@ -98,8 +140,14 @@ class JsonlTracker:
     def close(self, status: str) -> None:
         if not self._file.closed:
             self._write({"event": "closed", "status": status})
-            with self._lock:
+            with self._lock, contextlib.suppress(OSError):  # broken: what is still buffered is lost
                 self._file.close()
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device, ENOSPC``: the OS's words and the errno's name."""
+    name = errno.errorcode.get(exc.errno or 0)
+    return ", ".join(part for part in (exc.strerror or str(exc), name) if part)
 
 
 def prepare(setup: TrackerSetup) -> Callable[[], Tracker]:
