@@ -43,7 +43,7 @@ def test_a_registered_dataset_is_chosen_by_name_and_trained_on(rings: str, tmp_p
 def test_its_options_are_checked_like_a_built_in_datasets(rings: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data\.path: not an option of dataset 'rings' \(received 'x\.csv'\); "
                                           r"rings takes: num_workers, .*, n_samples, noise\. data\.path=x\.csv needs "
-                                          r"data\.name csv, fashion_mnist, mnist or text"):
+                                          r"data\.name csv, fashion_mnist, image_folder, mnist or text"):
         tiny_config(tmp_path, "data.name=rings", "data.path=x.csv")
     with pytest.raises(ConfigError, match=r"data\.n_samples: Input should be greater than or equal to 4"):
         tiny_config(tmp_path, "data.name=rings", "data.n_samples=2")
