@@ -226,5 +226,6 @@ def _checkpointing(c: Components, events_offset: Callable[[], int]) -> Checkpoin
         }
 
     return Checkpointing(
-        c.config.checkpoint, c.checkpoints, lambda state: snapshot.capture(c, state), meta
+        c.config.checkpoint, c.checkpoints, lambda state: snapshot.capture(c, state), meta,
+        log_event=c.tracker.log_event,
     )
