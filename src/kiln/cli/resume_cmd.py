@@ -1,17 +1,25 @@
 """``kiln resume RUN_DIR [overrides] [--allow-config-change] [--nproc N]``: continue a stopped run
 exactly (on N processes through torchrun with ``--nproc``; a different N warns that the data order
-then differs)."""
+then differs). A run stopped before its first checkpoint starts over from step 0 in its directory.
+
+Exit 0 when the run ends completed or stopped early, also when it had finished before; 1 when it
+fails, or had failed (NaN: resuming exactly would fail the same way)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.cli.launch import add_launch_args
 
+if TYPE_CHECKING:
+    from kiln.train.resume import ResumePlan
+
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("resume", help="continue a run from its newest checkpoint", allow_abbrev=False)
+    parser = subparsers.add_parser(
+        "resume", help="continue a run from its newest checkpoint (from step 0 when it has none)", allow_abbrev=False,
+    )
     parser.add_argument("run_dir", help="the run directory (or one of its checkpoints)")
     parser.add_argument("--allow-config-change", action="store_true",
                         help="resume even when overrides change settings that alter the run")
@@ -39,20 +47,33 @@ def resume_run(
                 *(["--allow-config-change"] if allow_config_change else []), *overrides]
         return launch(launch_args, argv, lambda run_id: None)
     with worker_process():  # inside torchrun: errors reach its report; the group is left at exit
-        return _resume(path, overrides, allow_config_change, quiet)
+        return continue_run(path, overrides, allow_config_change, quiet)
 
 
-def _resume(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
+def continue_run(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
+    """In this process (a torchrun worker, or the only one): resume, start over or report the
+    run finished; the exit code."""
     from kiln.cli.fit_report import announce, report
     from kiln.distributed.group import is_rank_zero
+    from kiln.runs.rundir import RunDir
     from kiln.train.ranks.resume_choice import agreed_resume_plan
     from kiln.train.resume_run import resume
 
     plan = agreed_resume_plan(path, overrides, allow_config_change)  # rank 0's choice, on every rank
     if plan.finished_message is not None:
-        print(plan.finished_message)
-        return 0
-    assert plan.checkpoint is not None
+        if is_rank_zero():
+            print(plan.finished_message, flush=True)
+        summary = plan.summary if plan.summary is not None else RunDir(plan.run_dir).read_summary()
+        return 0 if summary.finished else 1
     if is_rank_zero():
-        print(f"resuming {plan.run_dir} from checkpoint {plan.checkpoint.path.name}", flush=True)
+        print(_starting(plan), flush=True)
     return report(resume(plan, callbacks=[announce()], quiet=quiet))
+
+
+def _starting(plan: ResumePlan) -> str:
+    """What resuming ``plan`` does, in one line."""
+    if plan.checkpoint is not None:
+        return f"resuming {plan.run_dir} from checkpoint {plan.checkpoint.path.name}"
+    ended = f" ({plan.summary.status})" if plan.summary is not None else ""
+    return (f"restarting {plan.run_dir} from step 0: it stopped{ended} before its first checkpoint, "
+            "so there is nothing of it to continue from")

@@ -34,6 +34,10 @@ class RunConfig(Section):
     name: str = "kiln"  # prefix of the run directory name: runs/<name>_<YYYYmmdd_HHMMSS>/
     experiment: str | None = None  # MLflow experiment; null: the run name
     output_dir: Annotated[Path, MACHINE] = Path("runs")  # parent of every run directory
+    # the run directory itself, fixed (kiln train --run-dir): the same command run again resumes
+    # it, starts it over from step 0 when it has no checkpoint yet, or exits 0 when it finished;
+    # null: a new <output_dir>/<name>_<YYYYmmdd_HHMMSS>/ for every run (docs/preemption.md)
+    dir: Annotated[Path | None, MACHINE] = None
     seed: int = 42  # seeds Python, NumPy and torch, and the data split and order
     deterministic: bool = False  # torch deterministic algorithms: identical runs, a little slower
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], MACHINE] = "auto"  # auto: cuda, then mps, then cpu

@@ -117,3 +117,39 @@ def create_run_dir(output_dir: Path, name: str, now: datetime | None = None) -> 
         paths.models.mkdir()
         return paths
     raise FileExistsError(f"could not find a free run directory name for {base!r} in {output_dir}")
+
+
+# What a start killed before it committed config.yaml can leave in a run directory: empty
+# folders and the temporary file of the atomic write. A directory holding only these is free.
+_LEFT_BEFORE_CONFIG = {"logs", "models", "config.yaml.tmp"}
+
+
+def unexpected_contents(path: Path) -> list[str]:
+    """What ``path`` holds besides the little a start killed before its config.yaml leaves
+    (sorted names; ``[]`` when it does not exist or is free to start a run in)."""
+    if not path.is_dir():
+        return []
+    found = []
+    for child in path.iterdir():
+        leftover = child.name in _LEFT_BEFORE_CONFIG and (not child.is_dir() or not any(child.iterdir()))
+        if not leftover:
+            found.append(child.name + ("/" if child.is_dir() else ""))
+    return sorted(found)
+
+
+def claim_run_dir(path: Path) -> RunPaths:
+    """Create the fixed run directory ``path`` (``run.dir``), or take it when it is free: missing,
+    empty, or holding only what a start killed before its config.yaml left. FileExistsError
+    saying what is in the way otherwise ("it is a file", "it holds data/, notes.txt")."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError("it is a file")
+    unexpected = unexpected_contents(path)
+    if unexpected:
+        more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
+        raise FileExistsError(f"it holds {', '.join(unexpected[:5])}{more}")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml.tmp").unlink(missing_ok=True)
+    paths = RunPaths(path)
+    paths.logs.mkdir(exist_ok=True)
+    paths.models.mkdir(exist_ok=True)
+    return paths

@@ -29,7 +29,8 @@ from kiln.train.ranks.group import join_group
 from kiln.train.ranks.rundir import shared_run_dir
 from kiln.train.ranks.scaling import batch_plan
 from kiln.train.rng import resolve_device, seed_everything
-from kiln.train.setup import Components, build_components, new_run_dir, write_config
+from kiln.train.setup import Components, build_components, write_config
+from kiln.train.start_over import new_or_fixed_run_dir, start_over_in
 from kiln.train.state import TrainState
 from kiln.train.summarize import build_summary
 
@@ -43,10 +44,11 @@ log = logging.getLogger("kiln")
 
 @dataclass(frozen=True)
 class ResumeFrom:
-    """Continue the run in ``run_dir`` from ``checkpoint``, one of its checkpoints."""
+    """Continue the run in ``run_dir`` from ``checkpoint``, one of its checkpoints; with no
+    checkpoint, train it from step 0 in ``run_dir`` (it stopped before its first one)."""
 
     run_dir: Path
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ def prepare(
     callbacks: Sequence[Callback] = (),
     quiet: bool = False,
 ) -> Prepared:
-    """Seed, build data and model (unless given), set up the run directory (a new one, or
-    ``resume.run_dir``), wire the callbacks (``callbacks`` after the built-in ones), and restore
-    ``resume.checkpoint`` last."""
+    """Seed, build data and model (unless given), set up the run directory (a new one, run.dir
+    when set, or ``resume.run_dir``), wire the callbacks (``callbacks`` after the built-in ones),
+    and restore ``resume.checkpoint`` last (without one, the run trains from step 0 in
+    ``resume.run_dir``: :mod:`kiln.train.start_over`)."""
     cfg = config
     rank = join_group(cfg.distributed, cfg.run.device)  # joins torchrun's process group, if any
     seed_everything(cfg.run.seed)
@@ -78,8 +81,12 @@ def prepare(
     data = data if data is not None else build_data(cfg.data, cfg.run.seed)
     model = model if model is not None else build_model(cfg.model, data.spec)
     seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
+    restarted: dict[str, Any] = {}  # what start_over dropped (rank 0, when the run starts over)
     if resume is None:
-        paths = shared_run_dir(lambda: new_run_dir(cfg), cfg.run.output_dir)  # rank 0 creates it
+        paths = shared_run_dir(lambda: new_or_fixed_run_dir(cfg), cfg.run.output_dir)  # rank 0 creates it
+    elif resume.checkpoint is None:
+        where = resume.run_dir
+        paths = shared_run_dir(lambda: start_over_in(where, cfg, restarted), cfg.run.output_dir)
     else:
         paths = RunPaths(resume.run_dir)
         if rank.is_zero:
@@ -100,7 +107,9 @@ def prepare(
     state.extras["started_at"] = _now()
     state.extras["batch"] = batch_plan(cfg, rank.size).to_dict()
     state.extras["glibc_malloc"] = allocator
-    if resume is not None:
+    if restarted:
+        c.tracker.log_event("restarted", restarted)
+    if resume is not None and resume.checkpoint is not None:
         checkpoint = resume.checkpoint
         if rank.is_zero:
             c.tracker.replay(read_events(paths.events))
