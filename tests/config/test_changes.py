@@ -20,7 +20,7 @@ RESUMABLE = {
 # A sweep's local settings: the old list, plus everything resumable that does not change the
 # trials' results (eval batch size, checkpoint upkeep, how collectives are carried).
 LOCAL = {
-    "run.output_dir", "run.progress", "run.device", "data.path", "data.val_path", "data.test_path",
+    "run.output_dir", "run.dir", "run.progress", "run.device", "data.path", "data.val_path", "data.test_path",
     "data.num_workers", "checkpoint.async_save", "training.eval_batch_size", "checkpoint.keep_best_n",
     "checkpoint.keep_last_n", "checkpoint.every_n_epochs", "checkpoint.every_n_steps", "checkpoint.save_last",
     "distributed.timeout", "distributed.backend",

@@ -101,3 +101,14 @@ def test_shipped_tpe_search_with_median_pruning() -> None:
 def test_every_shipped_sweep_fits_the_demo_config(path: Path) -> None:
     spec = load_sweep(path)
     resolve_parameters(spec, load_config(ROOT / "configs/digits_mlp.yaml").model_dump(mode="json"))
+
+
+def test_trials_and_best_yaml_never_share_the_base_configs_fixed_run_dir(tmp_path: Path) -> None:
+    """A base config with run.dir (a fixed directory, issue 19) would put every trial in it."""
+    from kiln.sweep.context import SweepContext
+
+    base = load_config(ROOT / "configs/digits_mlp.yaml", [f"run.dir={tmp_path / 'fixed'}"])
+    context = SweepContext.create(base, load_sweep(SHIPPED / "digits_grid.yaml"), "s", None)
+    assert base.run.dir is not None
+    assert context.trial_config(0, {}).run.dir is None and context.trial_config(1, {}).run.dir is None
+    assert context.best_config({}).run.dir is None

@@ -75,6 +75,7 @@ class SweepContext:
         pairs = [
             *params.items(),
             ("run.output_dir", str(self.trials_dir)),
+            ("run.dir", None),  # each trial its own directory, whatever the base config fixes
             ("run.name", f"{self.base['run']['name']}-t{number:03d}"),
             ("run.experiment", self.experiment),
             ("run.progress", False),
@@ -86,7 +87,7 @@ class SweepContext:
     def best_config(self, params: Mapping[str, Any]) -> KilnConfig:
         """The base config with ``params``: what ``best.yaml`` holds (its run is tracked in the
         sweep's MLflow experiment, beside the trials)."""
-        pairs = [*params.items(), ("run.name", f"{self.base['run']['name']}-best"),
+        pairs = [*params.items(), ("run.name", f"{self.base['run']['name']}-best"), ("run.dir", None),
                  ("run.experiment", self.experiment)]
         return validate(apply_overrides(copy.deepcopy(self.base), pairs), source="best.yaml")
 

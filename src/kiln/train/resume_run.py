@@ -32,7 +32,6 @@ from kiln.train.callback import Callback
 from kiln.train.fixed_dir import agreed_choice
 from kiln.train.ranks.resume_choice import agreed_resume_plan
 from kiln.train.resume import ResumePlan
-from kiln.train.run import ResumeFrom
 from kiln.train.trainer import FitResult, Trainer
 
 log = logging.getLogger("kiln")
@@ -72,8 +71,6 @@ def resume(
     trainer = Trainer(plan.config, callbacks=callbacks, quiet=quiet, resume_from=plan.checkpoint, run_dir=plan.run_dir)
     if plan.starts_over:
         log.info("%s has no checkpoint: it starts over from step 0", plan.run_dir)
-        # The Trainer takes run_dir only with resume_from; starting over is the one other way in.
-        trainer._resume = ResumeFrom(plan.run_dir, None)
     return trainer.fit()
 
 

@@ -159,7 +159,14 @@ def finish(
             {"source": c.environment["model_source"], "config_hash": c.config_hash, "run": c.paths.root.name},
         )
     summary = build_summary(c, state, started, test_metrics)
-    summary.write(c.paths.summary)
+    try:
+        summary.write(c.paths.summary)
+    except OSError as exc:
+        if save_model:
+            raise
+        # The run already failed, most likely on this same full disk: its own error says why.
+        log.warning("could not write %s (%s): the error below says why the run stopped",
+                    c.paths.summary, exc.strerror or exc)
     c.tracker.log_event("summary", {"status": state.status, "test": test_metrics})
     for path in (c.paths.config, c.paths.summary, c.paths.environment, c.paths.csv_log):
         c.tracker.log_artifact(path)

@@ -61,7 +61,8 @@ class Trainer:
 
     ``model`` and ``data`` replace the configured ones (your own objects from Python);
     ``callbacks`` are added after the built-in ones. ``resume_from`` continues the run directory
-    ``run_dir`` from a loaded checkpoint (see ``kiln.train.resume``).
+    ``run_dir`` from a loaded checkpoint (see ``kiln.train.resume``); ``run_dir`` alone starts that
+    run over from step 0 in its directory (a run stopped before its first checkpoint).
     """
 
     def __init__(
@@ -82,11 +83,10 @@ class Trainer:
         self._model = model
         self._data = data
         self._callbacks = list(callbacks)
-        self._resume: ResumeFrom | None = None
-        if resume_from is not None:
-            if run_dir is None:
-                raise TypeError("Trainer(resume_from=...) also needs run_dir=, the run directory it continues")
-            self._resume = ResumeFrom(run_dir, resume_from)
+        if resume_from is not None and run_dir is None:
+            raise TypeError("Trainer(resume_from=...) also needs run_dir=, the run directory it continues")
+        # run_dir alone: the run starts over from step 0 in that directory (kiln.train.start_over)
+        self._resume: ResumeFrom | None = ResumeFrom(run_dir, resume_from) if run_dir is not None else None
         self.prepared: Prepared | None = None  # set by fit(): the run's built parts and its state
         self._hooks: dict[Event, list[Any]] = {}
 
