@@ -33,7 +33,8 @@ from tests.serve.conftest import Server, running
 
 SIZE = 16  # the model's input; the files are 20x20, so every upload is resized and cropped
 AGREE = 1e-5  # serve (ONNX Runtime) against eval and in-process (torch): the bound
-FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
+FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp",
+           "GIF": "image/gif", "TIFF": "image/tiff"}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,10 @@ def _photo() -> Image.Image:
 
 def _encoded(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()
-    (image if fmt in ("PNG", "WEBP", "GIF") else image.convert("RGB")).save(out, format=fmt)
+    if fmt == "MPO":  # a phone's JPEG with a second picture after the first
+        image.convert("RGB").save(out, format="MPO", save_all=True, append_images=[image.convert("RGB").rotate(90)])
+    else:
+        (image if fmt in ("PNG", "WEBP", "GIF", "TIFF") else image.convert("RGB")).save(out, format=fmt)
     return out.getvalue()
 
 
@@ -160,10 +164,10 @@ def _large_png() -> bytes:
 BAD = [
     # (id, body, content type, status, words the message must contain)
     ("not-an-image", b"%PDF-1.7 certainly not pixels", "image/png", 415,
-     ["not a readable image", "JPEG, PNG, BMP, WebP or GIF"]),
+     ["not a readable image", "JPEG, PNG, BMP, WebP, GIF or TIFF"]),
     ("truncated", _truncated_jpeg(), "image/jpeg", 415, ["not a readable image", "truncated"]),
-    ("unsupported-format", _encoded(_photo().convert("RGB"), "TIFF"), "image/png", 415,
-     ["unsupported image format TIFF", "JPEG, PNG, BMP, WebP or GIF"]),
+    ("unsupported-format", _encoded(_photo().convert("RGB"), "ICO"), "image/png", 415,
+     ["unsupported image format ICO", "JPEG, PNG, BMP, WebP, GIF or TIFF"]),
     ("too-many-pixels", _large_png(), "image/png", 413, ["5000x4000", "16,777,216", "16x16"]),
     ("text-body", b"hello", "text/plain", 415, ["text/plain", "image/webp", "image/gif"]),
 ]
@@ -185,8 +189,8 @@ def test_bad_uploads_get_a_4xx_that_says_why(image_server: Server, body: bytes, 
 def test_metadata_names_the_formats_and_the_preprocessing(image_run: Path, image_server: Server) -> None:
     info = httpx.get(f"{image_server.url}/metadata", timeout=10).json()["input"]
     assert info["preprocess"] == _saved(image_run).to_dict()
-    assert info["image_formats"] == ["JPEG", "PNG", "BMP", "WEBP", "GIF"]
-    assert {"image/jpeg", "image/png", "image/bmp", "image/webp", "image/gif"} <= set(info["content_types"])
+    assert info["image_formats"] == ["JPEG", "MPO", "PNG", "BMP", "WEBP", "GIF", "TIFF"]  # what training reads
+    assert {"image/jpeg", "image/png", "image/bmp", "image/webp", "image/gif", "image/tiff"} <= set(info["content_types"])
 
 
 PRE = Preprocessing(size=4, resize="stretch", channels=3, mean=(0.2, 0.4, 0.6), std=(0.5, 0.25, 0.125))

@@ -73,6 +73,7 @@ UNMARKED: dict[str, Change] = {
     "data.pin_memory": Change.LOGISTICS,
     "data.image.cache": Change.LOGISTICS,  # decoded images kept: the same tensors either way
     "data.manifest": Change.MACHINE,
+    "model.weights": Change.MACHINE,  # where this machine holds the starting weights (a resume loads its checkpoint)
     "data.path": Change.MACHINE,  # where this machine holds the files
     "data.val_path": Change.MACHINE,
     "data.test_path": Change.MACHINE,

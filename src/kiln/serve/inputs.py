@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kiln.data.images.decode import FORMATS as DECODED_FORMATS
 from kiln.data.images.preprocess import from_spec
 from kiln.data.spec import DataSpec
 from kiln.errors import InputError as InputError  # its home; imported from here too
@@ -39,9 +40,9 @@ if TYPE_CHECKING:
 
 # The content types /predict reads as an image body; whether the format is one the model takes is
 # decided from the bytes (a GIF sent as image/png is a GIF), with a 415 naming what it accepts.
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif", "image/tiff")
 IMAGE_FORMATS = ("PNG", "JPEG")  # packages without a saved preprocessing (digits, MNIST)
-PREPROCESSED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF")  # packages with one
+PREPROCESSED_FORMATS = DECODED_FORMATS  # packages with one: what training reads (kiln.data.images.decode)
 MAX_IMAGE_PIXELS = 4096 * 4096  # decoding a larger upload would cost hundreds of MB per request
 
 
@@ -83,8 +84,8 @@ class Preprocessor:
 
     @property
     def formats_text(self) -> str:
-        """The accepted formats for a message: "PNG or JPEG", "JPEG, PNG, BMP, WebP or GIF"."""
-        names = [{"WEBP": "WebP"}.get(f, f) for f in self.image_formats]
+        """The accepted formats for a message: "PNG or JPEG", "JPEG, PNG, BMP, WebP, GIF or TIFF"."""
+        names = [{"WEBP": "WebP"}.get(f, f) for f in self.image_formats if f != "MPO"]  # MPO is a JPEG
         return f"{', '.join(names[:-1])} or {names[-1]}"
 
     def from_json(self, body: bytes) -> Array:

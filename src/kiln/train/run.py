@@ -79,7 +79,9 @@ def prepare(
     device = resolve_device(cfg.run.device)
     model_source = "object" if model is not None else "import" if isinstance(cfg.model, TargetModel) else "catalog"
     data = data if data is not None else build_data(cfg.data, cfg.run.seed)
-    model = model if model is not None else build_model(cfg.model, data.spec)
+    if model is None:  # resuming: the checkpoint holds the weights, so a backbone fetches none to start from
+        resuming = resume is not None and resume.checkpoint is not None
+        model = build_model(cfg.model.for_loading() if resuming else cfg.model, data.spec)
     seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
     restarted: dict[str, Any] = {}  # what start_over dropped (rank 0, when the run starts over)
     if resume is None:

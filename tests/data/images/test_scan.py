@@ -157,9 +157,25 @@ def test_every_problem_is_listed_at_once(root: Path) -> None:
 
 def test_a_folder_beside_train_that_is_no_split_stops(tmp_path: Path) -> None:
     root = write_digits_folder(tmp_path / "s", classes=2, per_class=10, size=SIZE, layout="splits")
-    (root / "val").rename(root / "validation")
-    with pytest.raises(ScanError, match=r"validation: a folder beside train/ that is not a split: allowed: val, test"):
+    (root / "extra").mkdir()
+    with pytest.raises(ScanError, match=r"extra: a folder beside the train folder that is not a split: allowed: val"):
         build(options(root), seed=0)
+    (root / "extra").rmdir()
+    (root / "validation").mkdir()  # beside val/: two validation folders
+    with pytest.raises(ScanError, match=r"validation: a second val folder beside val/"):
+        build(options(root), seed=0)
+
+
+def test_split_folders_are_recognised_however_they_are_spelt(tmp_path: Path) -> None:
+    """Train/Valid/Test (or training/validation/testing) are the split layout: taken as classes,
+    every image would be labelled by its split."""
+    root = write_digits_folder(tmp_path / "s", classes=2, per_class=10, size=SIZE, layout="splits")
+    plain = build(options(root), seed=0)
+    for old, new in (("train", "Train"), ("val", "validation"), ("test", "Testing")):
+        (root / old).rename(root / new)
+    spelt = build(options(root), seed=0)
+    assert spelt.spec.class_names == plain.spec.class_names == ("digit_0", "digit_1")
+    assert [len(s) for s in (spelt.train, spelt.val, spelt.test)] == [len(s) for s in (plain.train, plain.val, plain.test)]
 
 
 def test_images_without_class_folders_are_refused(tmp_path: Path) -> None:

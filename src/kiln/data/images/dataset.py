@@ -51,6 +51,9 @@ SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory (a siz
 Augment = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
+DECODE_RULES = 1  # kiln.data.images.decode's conversions: raise it when they change
+
+
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/kiln/images``, else ``~/.cache/kiln/images``."""
     root = os.environ.get(settings.XDG_CACHE_HOME)
@@ -58,8 +61,15 @@ def default_cache_dir() -> Path:
 
 
 def pixel_key(preprocess: Preprocessing) -> str:
-    """A digest of the settings the resized pixels depend on (not mean/std, applied later)."""
-    fields = {k: v for k, v in preprocess.to_dict().items() if k not in ("mean", "std")}
+    """A digest of what the resized pixels depend on: the settings (not mean/std, applied later)
+    and the decoders' versions, so a disk cache written before a Pillow or torchvision upgrade is
+    never served after it (serve decodes with the new ones)."""
+    import PIL
+
+    from kiln._vision import torchvision
+
+    fields: dict[str, object] = {k: v for k, v in preprocess.to_dict().items() if k not in ("mean", "std")}
+    fields["decoders"] = [PIL.__version__, torchvision().__version__, DECODE_RULES]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

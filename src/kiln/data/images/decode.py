@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")
+FORMATS = ("JPEG", "MPO", "PNG", "BMP", "WEBP", "GIF", "TIFF")  # MPO: phone JPEGs with a second picture
 MAX_PIXELS = 8192 * 8192  # a larger image is refused before decoding (a decompression bomb)
 
 

@@ -42,6 +42,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".
 OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # compared in lower case
 OS_FOLDERS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
 SPLITS = ("train", "val", "test")  # in this order: a copy in a later split is the leak
+# Split folder names as people spell them (any case): Train/, valid/, validation/, testing/ ...
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
 MAX_THREADS = 8
 
 Layout = Literal["class_folders", "split_folders", "manifest"]
@@ -167,18 +170,24 @@ def _list_folder(root: Path) -> _Listing:
         raise PathError(f"data.path {root} {what}; image_folder needs a folder of images",
                         field="data.path", hint="ROOT/<class>/<file>, or ROOT/{train,val,test}/<class>/<file>")
     folders, loose = _entries(root)
-    if "train" not in {p.name for p in folders}:
+    if "train" not in {SPLIT_FOLDERS.get(p.name.lower()) for p in folders}:
         listing = _Listing("class_folders", root, splits_given=False)
         _list_classes(root, None, listing)
         return listing
     listing = _Listing("split_folders", root, splits_given=True)
     _ignore_loose(loose, listing)
+    seen: dict[str, Path] = {}
     for folder in folders:
-        if folder.name in SPLITS:
-            _list_classes(folder, folder.name, listing)
+        split = SPLIT_FOLDERS.get(folder.name.lower())
+        if split is None:
+            listing.fatal.append(Issue(str(folder), "a folder beside the train folder that is not a split: "
+                                       "allowed: val (or valid, validation), test (rename it, or move it out of data.path)"))
+        elif split in seen:
+            listing.fatal.append(Issue(str(folder), f"a second {split} folder beside {seen[split].name}/: "
+                                       "keep one (or merge them)"))
         else:
-            listing.fatal.append(Issue(str(folder), "a folder beside train/ that is not a split: "
-                                       "allowed: val, test (rename it, or move it out of data.path)"))
+            seen[split] = folder
+            _list_classes(folder, split, listing)
     return listing
 
 
