@@ -42,9 +42,14 @@ def commit(tmp: Path, final: Path) -> None:
     for child in tmp.iterdir():
         fsync_path(child)
     fsync_path(tmp)
-    if final.exists():
-        shutil.rmtree(final)  # only an identical, older save of the same position can be here
-    os.rename(tmp, final)
+    if final.exists():  # an older save of the same position: set aside, never a moment without one
+        aside = final.with_name(final.name + ".old" + TMP_SUFFIX)  # cleaned as a leftover if killed here
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
     fsync_path(final.parent)
 
 

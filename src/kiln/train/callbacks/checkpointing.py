@@ -60,6 +60,13 @@ class Checkpointing(Callback):
             state.request_checkpoint("periodic")
 
     @override
+    def on_fit_start(self, state: TrainState) -> None:
+        """A resumed run starts where its checkpoint is: a signal before its first step must not
+        write that position again (the copy it resumed from already holds it, exactly)."""
+        if state.global_step > 0:
+            self.last_saved = (state.global_step, state.epoch, state.batch_in_epoch)
+
+    @override
     def on_checkpoint(self, state: TrainState) -> None:
         self.save(state, reason=state.checkpoint_reason or "periodic")
 
