@@ -12,6 +12,7 @@ from kiln._lazy import lazy_exports
 from kiln._version import __version__
 
 if TYPE_CHECKING:
+    from kiln.batch_predict import predict
     from kiln.config import KilnConfig, load_config
     from kiln.data import DataBundle, DataSpec
     from kiln.errors import ConfigError, KilnError, TrainingInterrupted
@@ -29,6 +30,7 @@ _PUBLIC = {
     "KilnError": "kiln.errors",
     "TrainingInterrupted": "kiln.errors",
     "load_model": "kiln.registry.load",
+    "predict": "kiln.batch_predict",
     "RunDir": "kiln.runs",
     "RunSummary": "kiln.runs",
     "Callback": "kiln.train",
@@ -56,6 +58,7 @@ __all__ = [
     "__version__",
     "load_config",
     "load_model",
+    "predict",
     "resume",
 ]
 

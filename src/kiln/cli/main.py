@@ -22,6 +22,7 @@ from kiln.cli import (
     gate_cmd,
     generate_cmd,
     models_cmd,
+    predict_cmd,
     registry_cmd,
     report_cmd,
     resume_cmd,
@@ -37,7 +38,7 @@ from kiln.errors import KilnError, UsageError
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
     sync_cmd, registry_cmd, ui_cmd, config_cmd, data_cmd, models_cmd, sweep_cmd, serve_cmd,
-    generate_cmd,
+    predict_cmd, generate_cmd,
 )
 
 

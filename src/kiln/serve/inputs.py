@@ -197,12 +197,19 @@ class Preprocessor:
         if array.shape[1:] != self.shape:
             raise InputError(422, f"instances have shape {list(array.shape[1:])}, expected "
                                   f"{list(self.shape)}: {self.expected}")
-        with np.errstate(over="ignore", invalid="ignore"):
-            array = ((array - self.mean) / self.std).astype(np.float32)
+        array = self.normalize(array)
         if not np.isfinite(array).all():
             raise InputError(422, "instances contain NaN, infinity or a value too large for float32 "
                                   "(JSON NaN/Infinity, null, or beyond 3.4e38): send finite numbers")
         return np.ascontiguousarray(array)
+
+    def normalize(self, array: Any) -> Array:
+        """``(x - mean) / std`` in float64, then float32: what training applied to a batch of the
+        model's input shape in dataset units. A value that ends non-finite (NaN, inf, beyond
+        float32) stays so; callers refuse it (``/predict`` with a 422, ``kiln predict`` per row)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            normalized: Array = ((array - self.mean) / self.std).astype(np.float32)
+        return normalized
 
 
 def _reject_constant(name: str) -> float:

@@ -1,0 +1,242 @@
+"""CSV and Parquet inputs, read in a stream by pyarrow: memory holds a chunk, not the file.
+
+Which columns are features: the model's own feature names (``DataSpec.extra["feature_names"]``,
+every ``data.name: csv`` model), found by name in any order, every other column passed through to
+the output (an id, the true label); for a model without names (digits, a user's dataset), every
+column except the ``--id-column`` ones, which must then be as many as the model's inputs.
+
+A CSV is read as text, every column: an identifier such as ``007`` reaches the output as written,
+and a bad value fails its row, not the file. Rows are numbered from 0, the first line after the
+header (``row`` in the output and the errors file; line = row + 2). A line with too few or too
+many values is a bad row too: pyarrow's parser reports it with its line, single-threaded, so the
+numbering stays exact.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.batch_predict.chunk import Chunk, make_chunk
+from kiln.batch_predict.features import table_features
+from kiln.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ROW = "row"
+BLOCK_BYTES = 1 << 20
+
+
+class CountingFile(io.RawIOBase):
+    """A binary file that counts the bytes read from it (the progress bar's position)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self.read_bytes = 0
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._file.readinto(buffer) or 0
+        self.read_bytes += count
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, size: int,
+                    id_columns: Sequence[str], what: str) -> tuple[list[str], list[str]]:
+    """``(features, pass_through)``; UsageError (exit 2) naming what is missing or extra."""
+    unknown_ids = [c for c in id_columns if c not in columns]
+    if unknown_ids:
+        raise UsageError(f"--id-column {', '.join(unknown_ids)}: no such column in {what}; "
+                         f"its columns are {', '.join(columns)}")
+    if spec_names:
+        missing = [n for n in spec_names if n not in columns]
+        if missing:
+            raise UsageError(
+                f"{what} lacks {len(missing)} of the model's {len(spec_names)} feature columns: "
+                f"{', '.join(map(repr, missing[:10]))}{' ...' if len(missing) > 10 else ''}. The model "
+                f"was trained on columns named {', '.join(map(repr, spec_names[:10]))}"
+                f"{' ...' if len(spec_names) > 10 else ''}; rename the columns or give the right file")
+        clash = [c for c in id_columns if c in spec_names]
+        if clash:
+            raise UsageError(f"--id-column {', '.join(clash)} is one of the model's features")
+        return list(spec_names), [c for c in columns if c not in spec_names]
+    features = [c for c in columns if c not in id_columns]
+    if len(features) != size:
+        raise UsageError(
+            f"the model takes {size} values per row and records no feature names, but {what} has "
+            f"{len(features)} columns besides the --id-column ones ({', '.join(features[:8])}"
+            f"{' ...' if len(features) > 8 else ''}): name the identifier columns with "
+            "--id-column NAME, or give a table with exactly the model's inputs")
+    return features, list(id_columns)
+
+
+class TableSource:
+    """A CSV or Parquet file, or an in-memory pyarrow table (``kiln.predict`` on a DataFrame)."""
+
+    key = ROW
+
+    def __init__(self, path: Path | None, pre: Any, spec_names: Sequence[str] | None,
+                 id_columns: Sequence[str], table: pa.Table | None = None) -> None:
+        self.path = path
+        self.pre = pre
+        self._table = table
+        self.kind = "table" if path is None else ("parquet" if path.suffix.lower() == ".parquet" else "csv")
+        self._counter: CountingFile | None = None
+        what = "the table" if path is None else str(path)
+        self.columns = self._column_names()
+        self.features, self.passed = feature_columns(self.columns, spec_names, pre.size, id_columns, what)
+        self.total_rows = self._rows()
+        self.total_bytes = path.stat().st_size if path is not None and self.kind == "csv" else None
+
+    @property
+    def read_bytes(self) -> int:
+        return self._counter.read_bytes if self._counter is not None else 0
+
+    def _column_names(self) -> list[str]:
+        if self._table is not None:
+            return list(self._table.column_names)
+        assert self.path is not None
+        try:
+            if self.kind == "parquet":
+                import pyarrow.parquet as pq
+
+                return list(pq.ParquetFile(self.path).schema_arrow.names)
+            import pyarrow.csv as pacsv
+
+            with pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")) as reader:
+                return list(reader.schema.names)
+        except Exception as exc:
+            raise UsageError(f"{self.path} is not a readable {self.kind.upper()} table: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+    def _rows(self) -> int | None:
+        if self._table is not None:
+            return int(self._table.num_rows)
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(self.path).metadata.num_rows)
+        return None
+
+    def chunks(self, size: int, skip: int) -> Iterator[Chunk | None]:
+        bad: dict[int, str] = {}
+        for index, numbers, table, rows in _group(self._pieces(bad), size, bad):
+            if index < skip:
+                yield None
+                continue
+            import pyarrow as pa
+
+            errors = [{ROW: r, "reason": bad[r]} for r in sorted(bad) if index * size <= r < index * size + rows]
+            if table.num_rows == 0:  # every row of the chunk was malformed
+                empty = {ROW: pa.array([], pa.int64()), **{c: pa.array([], pa.string()) for c in self.passed}}
+                yield make_chunk(index, rows, pa.table(empty), np.zeros((0, self.pre.size)), [], self.pre, errors)
+                continue
+            ids = table.select(self.passed).add_column(0, ROW, pa.array(numbers, type=pa.int64()))
+            values, reasons = table_features(table, self.features)
+            yield make_chunk(index, rows, ids, values, reasons, self.pre, errors)
+
+    def _pieces(self, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """``(row numbers, record batch)`` in input order; malformed CSV lines land in ``bad``."""
+        if self._table is not None:
+            start = 0
+            for batch in self._table.to_batches(max_chunksize=65536):
+                yield np.arange(start, start + batch.num_rows), batch
+                start += batch.num_rows
+            return
+        assert self.path is not None
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            start = 0
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=65536):
+                yield np.arange(start, start + batch.num_rows), batch
+                start += batch.num_rows
+            return
+        yield from self._csv_pieces(bad)
+
+    def _csv_pieces(self, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        expected = len(self.columns)
+
+        def on_invalid(row: Any) -> str:
+            if row.number is None:  # only multi-threaded parsing loses it, and this one is not
+                raise DataError(f"{self.path}: a line has {row.actual_columns} values, not {expected}")
+            bad[row.number - 2] = (f"line {row.number} has {row.actual_columns} values, the header "
+                                   f"has {row.expected_columns}")
+            return "skip"
+
+        self._counter = CountingFile(self.path)  # type: ignore[arg-type]
+        try:
+            reader = pacsv.open_csv(
+                self._counter,
+                read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in self.columns},
+                    strings_can_be_null=True, null_values=[""]),
+            )
+            next_row = 0
+            for batch in reader:
+                count = batch.num_rows
+                pending = np.array(sorted(r for r in bad if r >= next_row), dtype=np.int64)
+                candidates = np.arange(next_row, next_row + count + len(pending))
+                numbers = candidates[~np.isin(candidates, pending)][:count]
+                if count:
+                    next_row = int(numbers[-1]) + 1
+                yield numbers, batch
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{self.path} cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+        finally:
+            self._counter.close()
+
+
+def _group(pieces: Iterator[tuple[np.ndarray, Any]], size: int,
+           bad: dict[int, str]) -> Iterator[tuple[int, np.ndarray, pa.Table, int]]:
+    """Regroup pieces into chunks of ``size`` input rows: ``(index, row numbers, table, rows)``.
+
+    A chunk's rows are those numbered ``index*size`` up to the next chunk's first; bad rows count
+    (they are in ``bad``, not in the pieces), so chunks are the same whatever the reader's blocks.
+    """
+    import pyarrow as pa
+
+    index, held_numbers, held = 0, [], []
+    schema = None
+    for numbers, batch in pieces:
+        schema = batch.schema
+        while True:
+            end = (index + 1) * size
+            k = int(np.searchsorted(numbers, end))
+            if k:
+                held_numbers.append(numbers[:k])
+                held.append(batch.slice(0, k))
+            if k == len(numbers):
+                break
+            numbers, batch = numbers[k:], batch.slice(k)
+            yield index, _cat(held_numbers), pa.Table.from_batches(held, schema), size
+            index, held_numbers, held = index + 1, [], []
+    seen = [int(n[-1]) for n in held_numbers if len(n)]
+    last = max([*seen, *bad.keys(), index * size - 1])
+    while index * size <= last or held:
+        rows = min(size, last + 1 - index * size)
+        table = pa.Table.from_batches(held, schema) if schema is not None else pa.table({})
+        yield index, _cat(held_numbers), table, rows
+        index, held_numbers, held = index + 1, [], []
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
