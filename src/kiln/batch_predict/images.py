@@ -91,5 +91,5 @@ class ImageFolderSource:
             return f"cannot read the file: {exc.strerror or exc}"
         try:
             return self.pre.from_image(data, None)
-        except InputError as exc:
-            return str(exc)
+        except InputError as exc:  # the server's words, about a file rather than an upload
+            return str(exc).replace("the upload (content type unknown)", "the file")

@@ -1,0 +1,160 @@
+"""Bad rows go to OUTPUT.errors.jsonl with their row (or path) and reason, the rest are predicted;
+a wrong input is exit 2 before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kiln.batch_predict import PredictOptions, predict_file
+from kiln.errors import DataError, UsageError
+from tests.batch_predict.conftest import cancer_table, digits_csv, digits_inputs
+from tests.conftest import run_cli
+
+
+def _errors(output: Path) -> list[dict[str, object]]:
+    path = output.with_name(output.name + ".errors.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _bad_csv(path: Path) -> None:
+    """A 20-row digits CSV whose rows 2, 4, 6, 8, 10, 12 and 19 are bad, each in its own way."""
+    digits_csv(path, 20)
+    lines = path.read_text().splitlines()  # line = row + 2
+
+    def cell(row: int, column: int, value: str) -> None:
+        parts = lines[row + 1].split(",")
+        parts[column] = value
+        lines[row + 1] = ",".join(parts)
+
+    cell(2, 5, "abc")
+    lines[4 + 1] = ",".join(lines[4 + 1].split(",")[:10])  # too few values
+    lines[6 + 1] += ",1,2"  # too many
+    cell(8, 2, "")
+    cell(10, 2, "nan")
+    cell(12, 3, "-inf")
+    cell(19, 64, "1e999")  # beyond float64: parsed as inf
+    path.write_text("\n".join(lines) + "\n")
+
+
+BAD_CSV_REASONS = {2: "feature 'p4' is not a number: 'abc'", 4: "line 6 has 10 values, the header has 65",
+                   6: "line 8 has 67 values, the header has 65", 8: "feature 'p1' is missing",
+                   10: "feature 'p1' is nan: NaN and infinity", 12: "feature 'p2' is -inf: NaN and infinity",
+                   19: "feature 'p63' is inf"}
+
+
+@pytest.mark.parametrize("chunk_size", [3, 10_000])  # bad rows at chunk edges, and in one chunk
+def test_bad_csv_rows_are_listed_and_the_rest_predicted(trained_run: Path, tmp_path: Path, chunk_size: int) -> None:
+    _bad_csv(tmp_path / "in.csv")
+    report = predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv",
+                          PredictOptions(id_columns=("id",), chunk_size=chunk_size))
+    assert (report.rows, report.predicted, report.failed) == (20, 13, 7)
+    errors = _errors(tmp_path / "out.csv")
+    assert [e["row"] for e in errors] == sorted(BAD_CSV_REASONS)
+    for error in errors:
+        assert str(error["reason"]).startswith(BAD_CSV_REASONS[int(error["row"])]), error  # type: ignore[call-overload]
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    assert out["row"].tolist() == [r for r in range(20) if r not in BAD_CSV_REASONS]
+    assert out["id"].tolist() == [f"{r:06d}" for r in out["row"]]
+
+
+def test_the_cli_exits_1_and_names_the_errors_file(trained_run: Path, tmp_path: Path) -> None:
+    _bad_csv(tmp_path / "in.csv")
+    done = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.csv"), "--output",
+                   str(tmp_path / "out.csv"), "--id-column", "id")
+    assert done.returncode == 1, done.stderr
+    assert "predicted 13 of 20 rows" in done.stdout
+    assert f"7 rows could not be predicted; each is in {tmp_path / 'out.csv.errors.jsonl'}" in done.stderr
+    failed = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.csv"), "--output",
+                     str(tmp_path / "again.csv"), "--id-column", "id", "--on-error", "fail")
+    assert failed.returncode == 1
+    assert "in.csv, row 2: feature 'p4' is not a number: 'abc'" in failed.stderr
+    assert "--on-error skip" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "again.csv").exists()
+
+
+def test_bad_json_lines(trained_run: Path, tmp_path: Path) -> None:
+    good = json.dumps(digits_inputs(1)[0].tolist())
+    lines = [good, "", "{not json", '{"instances": [1]}', "[[1, 2], [3]]", '["a", "b"]', "[1, 2, 3]",
+             json.dumps([1e300] * 64), "[" + ",".join(["NaN"] * 64) + "]", good]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    report = predict_file(trained_run, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    assert (report.rows, report.predicted, report.failed) == (10, 2, 8)
+    reasons = {e["row"]: str(e["reason"]) for e in _errors(tmp_path / "out.jsonl")}
+    assert list(reasons) == [1, 2, 3, 4, 5, 6, 7, 8]
+    for row, text in {1: "the line is empty", 2: "not valid JSON", 3: "holds a JSON dict", 4: "ragged",
+                      5: "other than numbers", 6: "has shape [3]", 7: "too large for float32",
+                      8: "not valid JSON"}.items():
+        assert text in reasons[row], (row, reasons[row])
+    assert [json.loads(line)["row"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [0, 9]
+
+
+def test_nan_and_inf_rows_of_an_array(trained_run: Path, tmp_path: Path) -> None:
+    x = digits_inputs(6)
+    x[1, 3], x[4, 0] = np.nan, np.inf
+    np.save(tmp_path / "in.npy", x)
+    report = predict_file(trained_run, tmp_path / "in.npy", tmp_path / "out.csv")
+    assert report.failed == 2
+    assert _errors(tmp_path / "out.csv") == [
+        {"row": 1, "reason": "value 3 is nan: NaN and infinity cannot be predicted"},
+        {"row": 4, "reason": "value 0 is inf: NaN and infinity cannot be predicted"}]
+
+
+def test_unreadable_images_are_listed_by_path(image_run: Path, tmp_path: Path) -> None:
+    from kiln.testing.images import write_digits_folder
+
+    folder = write_digits_folder(tmp_path / "new", classes=2, per_class=2, size=20, formats=("png",))
+    first = sorted(folder.rglob("*.png"))[0]
+    first.write_bytes(first.read_bytes()[:60])  # truncated
+    second = sorted(p for p in folder.iterdir() if p.is_dir())[0]
+    (second / "text.jpg").write_text("not a picture")
+    report = predict_file(image_run, folder, tmp_path / "out.parquet")
+    assert (report.rows, report.failed) == (5, 2)
+    errors = _errors(tmp_path / "out.parquet")
+    assert sorted(str(e["path"]) for e in errors) == sorted([first.relative_to(folder).as_posix(),
+                                                                 f"{second.name}/text.jpg"])
+    assert all("not a readable image" in str(e["reason"]) for e in errors)
+
+
+def test_wrong_inputs_stop_before_any_work(trained_run: Path, cancer_run: Path, image_run: Path,
+                                           tmp_path: Path) -> None:
+    digits_csv(tmp_path / "digits.csv", 5)
+    (tmp_path / "data.txt").write_text("1,2,3\n")
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 63)))
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"")
+    cases = [
+        (trained_run, "data.txt", "out.csv", "cannot tell how to read"),
+        (trained_run, "digits.csv", "out.xlsx", "cannot tell the output format"),
+        (trained_run, "digits.csv", "out.csv", "takes 64 values per row and records no feature names, but"),
+        (cancer_run, "digits.csv", "out.csv", "lacks 30 of the model's 30 feature columns: 'mean radius'"),
+        (cancer_run, "images", "out.csv", "is a folder of images, but the model takes [30] numbers"),
+        (trained_run, "wrong.npy", "out.csv", "has shape [4, 63]; the model takes rows of shape [1, 8, 8]"),
+        (trained_run, "missing.csv", "out.csv", "does not exist"),
+        (trained_run, "digits.csv", "digits.csv", "is the input itself"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for run, given, output, message in cases:
+        with pytest.raises(UsageError, match=None) as caught:
+            predict_file(run, tmp_path / given, tmp_path / output)
+        assert message in str(caught.value), (given, str(caught.value))
+        assert caught.value.exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    done = run_cli("predict", str(cancer_run), "--input", str(tmp_path / "digits.csv"), "--output",
+                   str(tmp_path / "out.csv"))
+    assert done.returncode == 2 and "lacks 30 of the model's 30 feature columns" in done.stderr
+
+
+def test_the_api_raises_on_a_bad_row_or_skips_it(cancer_run: Path) -> None:
+    import kiln
+
+    frame = cancer_table().head(5)
+    frame.loc[3, "mean radius"] = np.nan
+    with pytest.raises(DataError, match="row 3: feature 'mean radius' is missing"):
+        kiln.predict(cancer_run, frame)
+    assert kiln.predict(cancer_run, frame, on_error="skip")["row"].tolist() == [0, 1, 2, 4]
