@@ -16,10 +16,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sized
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.catalog import Entry, import_object
 from kiln.config.data_options import TargetData
+from kiln.config.image_options import ImageFolderOptions
 from kiln.config.loader import validate_options
 from kiln.data.catalog import DATASETS
 from kiln.data.spec import DataBundle, DataSpec
@@ -34,15 +36,27 @@ _BUNDLE_HINT = (
 )
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+def build_data(cfg: DataConfig, seed: int, recorded_splits: Path | None = None) -> DataBundle:
     """The splits and spec for ``cfg``: ``cfg.target`` if set, else catalog dataset ``cfg.name``.
 
     ``seed`` (the run seed) drives the validation carve and any generated data; test splits never
     depend on it.
+
+    ``recorded_splits``: when building the data of an existing run (eval, export, resume), the
+    split record in its directory (``RunPaths.data_splits``). An ``image_folder`` dataset then
+    takes its splits from it instead of carving the folder as it is now, which may have changed
+    since (:mod:`kiln.data.images.recorded`); a path with no file there is warned about and
+    carved as before. Passed down by the caller because data sits below the run directory's
+    layer. Other datasets ignore it.
     """
     if isinstance(cfg, TargetData):
         source = f"data.target {cfg.target!r}"
         bundle: object = _call_target(cfg.target, cfg.options, seed, source)
+    elif recorded_splits is not None and isinstance(cfg, ImageFolderOptions):
+        from kiln.data.images.build import build  # torch: imported only when images are built
+
+        source = f"dataset {cfg.name!r}"
+        bundle = build(cfg, seed, recorded=recorded_splits)
     else:
         source = f"dataset {cfg.name!r}"
         bundle = DATASETS.get(cfg.name)(cfg, seed)

@@ -1,4 +1,5 @@
-"""Evaluate a finished run's model on one split of its data (rebuilt from the run's config).
+"""Evaluate a finished run's model on one split of its data (rebuilt from the run's config; for an
+image folder, from the splits the run recorded in ``data_splits.csv``, whatever the folder holds now).
 
 Writes under ``<run>/eval/``: ``metrics_<split>.json`` (flat, split-prefixed numbers), for
 classifiers ``classification_report_<split>.{txt,json}`` and ``confusion_matrix_<split>.{csv,png}``,
@@ -67,7 +68,7 @@ def evaluate_run(
     root = run_root(run_dir)
     cfg = RunDir(root).read_config(overrides)
     package = load_package(root)
-    data = build_data(cfg.data, cfg.run.seed)
+    data = build_data(cfg.data, cfg.run.seed, recorded_splits=RunDir(root).data_splits)  # the run's own splits
     dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
         present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]

@@ -66,6 +66,13 @@ class RunPaths:
         return self.root / "data_report.json"
 
     @property
+    def data_splits(self) -> Path:
+        """Every file of every split the run trains and is tested on (path, label, split, sha256),
+        for image data: what eval, export and a resume build the run's data from
+        (:mod:`kiln.data.images.recorded`)."""
+        return self.root / "data_splits.csv"
+
+    @property
     def preview(self) -> Path:
         """A grid of training samples as they reach the model (image data)."""
         return self.root / "preview.png"

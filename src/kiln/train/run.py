@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.config.model_options import TargetModel
 from kiln.config.schema import KilnConfig
 from kiln.data.build import build_data
+from kiln.data.images.recorded import write_splits
 from kiln.data.spec import DataBundle
 from kiln.distributed.group import is_rank_zero, seed_rank
 from kiln.models.build import build_model, count_parameters
@@ -78,9 +79,11 @@ def prepare(
     allocator = keep_freed_memory() if cfg.run.keep_freed_memory else "off (run.keep_freed_memory)"
     device = resolve_device(cfg.run.device)
     model_source = "object" if model is not None else "import" if isinstance(cfg.model, TargetModel) else "catalog"
-    data = data if data is not None else build_data(cfg.data, cfg.run.seed)
+    resuming = resume is not None and resume.checkpoint is not None
+    if data is None:  # a resume continues on the splits its run recorded, whatever the folder holds now
+        recorded = RunPaths(resume.run_dir).data_splits if resume is not None and resuming else None
+        data = build_data(cfg.data, cfg.run.seed, recorded_splits=recorded)
     if model is None:  # resuming: the checkpoint holds the weights, so a backbone fetches none to start from
-        resuming = resume is not None and resume.checkpoint is not None
         model = build_model(cfg.model.for_loading() if resuming else cfg.model, data.spec)
     seed_rank(cfg.run.seed)  # other ranks draw their own dropout masks
     restarted: dict[str, Any] = {}  # what start_over dropped (rank 0, when the run starts over)
@@ -97,6 +100,8 @@ def prepare(
     show_progress = cfg.run.progress and not quiet and _is_terminal() and rank.is_zero
     c = build_components(cfg, data, model, device, paths, callbacks, show_progress)
     c.environment["model_source"] = model_source
+    if rank.is_zero and (not resuming or not paths.data_splits.exists()):
+        record_splits(c, data)
     state = TrainState(
         config=cfg,
         model=c.model,
@@ -122,6 +127,15 @@ def prepare(
             "skipped_checkpoints": checkpoint.meta.get("skipped", []),
         })
     return Prepared(c, state)
+
+
+def record_splits(c: Components, data: DataBundle) -> None:
+    """Write the files of the run's splits to ``data_splits.csv`` (image data), which every later
+    build of this run's data reads (:mod:`kiln.data.images.recorded`), and hand it to the trackers.
+    Written by a new run and a run started over, which carved their splits; and by a resume of a
+    run from before kiln recorded them, so its evaluation at least sees the splits it ended on."""
+    if write_splits(data, c.paths.data_splits):
+        c.tracker.log_artifact(c.paths.data_splits)
 
 
 def cut_logs(paths: RunPaths, checkpoint: Checkpoint) -> None:

@@ -16,6 +16,12 @@ The steps, in order:
    **report** (``DataBundle.report``: layout, per-split per-class counts, skipped and ignored
    files, warnings) that the run writes to ``data_report.json``.
 
+For the data of an existing run (eval, export's parity samples, a resume) steps 1 and 2 are the
+run's record instead (``recorded``, ``<run>/data_splits.csv``; :mod:`kiln.data.images.recorded`):
+its files, checked against their sha256, in their recorded splits and order, whatever the folder
+holds now. The bundle of every build carries its splits' files (``ImageFolderBundle.record``),
+which a new run writes as that record.
+
 The DataSpec records the class names, the preprocessing (``extra["preprocess"]``, read by eval,
 export, serve and predict) and the training split's class counts (``extra["class_counts"]``, read
 by ``training.loss.class_weights: auto``).
@@ -28,18 +34,21 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kiln.data.images.dataset import ImageFolderDataset
 from kiln.data.images.preprocess import SPEC_KEY, Preprocessing, default_stats
+from kiln.data.images.recorded import ImageFolderBundle, record_rows, recorded_files
 from kiln.data.images.scan import (
     SPLITS,
     ImageFile,
     Issue,
     ScanError,
     ScanResult,
+    data_root,
     report_entries,
     scan,
 )
@@ -63,7 +72,7 @@ class Plan:
     """The files of each split (None: no such split) and where each split came from."""
 
     splits: dict[str, list[ImageFile] | None]
-    origins: dict[str, str | None]  # "given" | "carved" | None
+    origins: dict[str, str | None]  # "given" | "carved" | "recorded" | None
 
     def counts(self, class_names: Sequence[str]) -> dict[str, dict[str, int] | None]:
         """Images per class (every class, zeros included) of each split."""
@@ -74,11 +83,24 @@ class Plan:
         return out
 
 
-def build(options: ImageFolderOptions, seed: int) -> DataBundle:
-    """Scan, split and preprocess ``options`` into lazy datasets, a DataSpec and a report."""
-    result = scan(options)
-    result.check(options.image.on_error)
-    plan = plan_splits(result, options, seed)
+def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) -> DataBundle:
+    """Scan, split and preprocess ``options`` into lazy datasets, a DataSpec and a report.
+
+    ``recorded``: the split record of the run whose data this is (``<run>/data_splits.csv``),
+    read instead of a scan and a carve (see :mod:`kiln.data.images.recorded`). None for a new
+    run. A path with no file there (a run from before kiln recorded its splits, or a record
+    deleted) is warned about, and the folder carved as for a new run: the best that can be done.
+    """
+    if recorded is not None and recorded.is_file():
+        result, plan = from_record(options, recorded)
+    else:
+        if recorded is not None:
+            log.warning("%s does not exist (a run from before kiln recorded its splits?): the splits are "
+                        "carved again from the folder as it is now, which gives the run's own only if "
+                        "no image was added, removed or changed since", recorded)
+        result = scan(options)
+        result.check(options.image.on_error)
+        plan = plan_splits(result, options, seed)
     classes = result.class_names
     index = {name: i for i, name in enumerate(classes)}
 
@@ -112,8 +134,23 @@ def build(options: ImageFolderOptions, seed: int) -> DataBundle:
         mean=preprocess.mean, std=preprocess.std,
         extra={SPEC_KEY: preprocess.to_dict(), CLASS_COUNTS: [train_counts[c] for c in classes]},
     )
-    return DataBundle(train=train, val=dataset("val", preprocess), test=dataset("test", preprocess),
-                      spec=spec, report=report)
+    return ImageFolderBundle(train=train, val=dataset("val", preprocess), test=dataset("test", preprocess),
+                             spec=spec, report=report, record=record_rows(plan.splits, data_root(options)))
+
+
+def from_record(options: ImageFolderOptions, record: Path) -> tuple[ScanResult, Plan]:
+    """The scan result and split plan that ``record`` (a run's ``data_splits.csv``) gives: its
+    files, each checked against its sha256, in their recorded splits and order. Every class
+    trained on has a training image (the scan saw to it), so the labels give the classes."""
+    layout, files = recorded_files(options, record)
+    source = options.manifest if options.manifest is not None else data_root(options)
+    result = ScanResult(layout=layout, source=source, class_names=tuple(sorted({f.class_name for f in files})),
+                        files=files, splits_given=True, scanned=len(files))
+    splits: dict[str, list[ImageFile] | None] = {}
+    for name in SPLITS:
+        chosen = [f for f in files if f.split == name]
+        splits[name] = chosen or None
+    return result, Plan(splits, {name: "recorded" if chosen else None for name, chosen in splits.items()})
 
 
 def plan_splits(result: ScanResult, options: ImageFolderOptions, seed: int) -> Plan:
@@ -238,10 +275,11 @@ def build_report(result: ScanResult, plan: Plan, counts: dict[str, dict[str, int
         layout         "class_folders" | "split_folders" | "manifest"
         source         the folder (data.path) or the CSV (data.manifest), as given
         classes        class names, sorted; a class's index is its position
-        files_scanned  files read and decoded by the scan
+        files_scanned  files read and decoded by the scan (read and hashed, from a record)
         on_error       "stop" | "skip"
         splits         {"train"|"val"|"test": null (no such split) or
-                        {"origin": "given" | "carved", "images": N, "per_class": {class: N}}}
+                        {"origin": "given" | "carved" | "recorded" (read from the run's
+                         data_splits.csv), "images": N, "per_class": {class: N}}}
         skipped        [{"path", "reason"}]: bad files and leaked copies left out (on_error: skip)
         ignored        [{"path", "reason"}]: hidden and operating-system files, never used
         warnings       one line each: class imbalance, a split without some class

@@ -127,18 +127,7 @@ def problem_list(source: Path, issues: Sequence[Issue]) -> str:
 
 def scan(options: ImageFolderOptions) -> ScanResult:
     """List, read and check every file of ``options`` (``data.path`` or ``data.manifest``)."""
-    if options.manifest is not None and options.path is not None:
-        raise ConfigError(
-            "data.path and data.manifest are both set; the manifest's paths are relative to its "
-            "own folder", field="data.manifest", hint="set one of them")
-    if options.manifest is not None:
-        listing = _list_manifest(options.manifest)
-    elif options.path is not None:
-        listing = _list_folder(options.path)
-    else:
-        raise ConfigError("dataset image_folder needs your images", field="data.path",
-                          hint="set data.path=<folder> (one subfolder per class) or "
-                               "data.manifest=<file.csv> (columns path,label)")
+    listing = _listing(options)
     channels = options.image.channels or 3
     files = _read_all(listing.candidates, channels, listing.bad)
     files = _leaks(files, listing.splits_given, listing.bad)
@@ -149,6 +138,37 @@ def scan(options: ImageFolderOptions) -> ScanResult:
         splits_given=listing.splits_given, bad=sorted(listing.bad, key=lambda i: i.path), fatal=listing.fatal,
         ignored=listing.ignored, scanned=len(listing.candidates),
     )
+
+
+def data_root(options: ImageFolderOptions) -> Path:
+    """The folder the files of ``options`` are named relative to: ``data.path``, or the folder of
+    ``data.manifest`` (its rows' paths are relative to it). ConfigError when neither or both are set."""
+    if options.manifest is not None and options.path is not None:
+        raise ConfigError(
+            "data.path and data.manifest are both set; the manifest's paths are relative to its "
+            "own folder", field="data.manifest", hint="set one of them")
+    if options.manifest is not None:
+        return options.manifest.parent
+    if options.path is not None:
+        return options.path
+    raise ConfigError("dataset image_folder needs your images", field="data.path",
+                      hint="set data.path=<folder> (one subfolder per class) or "
+                           "data.manifest=<file.csv> (columns path,label)")
+
+
+def listed_images(options: ImageFolderOptions) -> tuple[Layout, list[Path]]:
+    """The layout of ``options`` and the image files it lists now, none of them read: what a build
+    from a run's recorded splits compares with the record (the files added since)."""
+    listing = _listing(options)
+    return listing.layout, [f.path for f in listing.candidates]
+
+
+def _listing(options: ImageFolderOptions) -> _Listing:
+    data_root(options)  # neither or both of data.path and data.manifest: a ConfigError
+    if options.manifest is not None:
+        return _list_manifest(options.manifest)
+    assert options.path is not None
+    return _list_folder(options.path)
 
 
 @dataclass
