@@ -115,7 +115,7 @@ def main() -> None:
                 seconds[name], peak = measure(command)
                 rates[name].append(args.rows / seconds[name])
                 memory[name].append(peak)
-            small_command = [*kiln[:5], str(small), *kiln[6:]]
+            small_command = [*kiln[:6], str(small), *kiln[7:]]
             memory["kiln_small"].append(measure(small_command)[1])
             ratios.append(seconds["hand"] / seconds["kiln"])
             print(f"round {index + 1}: kiln {rates['kiln'][-1]:,.0f} rows/s, hand {rates['hand'][-1]:,.0f} rows/s, "

@@ -61,7 +61,7 @@ def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource
     ``backend`` None means ONNX Runtime: the run's ONNX export when it has a passing one, else one
     created now with ``kiln export``'s code (parity-checked, recorded in ``exports.json``).
     """
-    from kiln.models.package import resolve_package_dir
+    from kiln.models.package_files import resolve_package_dir
 
     chosen = backend or DEFAULT_BACKEND
     runtime = serve_backend(chosen)
@@ -91,7 +91,7 @@ def load_served_model(source: ModelSource, threads: int | None = None) -> Served
     requests and ``--workers``, not with threads per call.
     """
     from kiln.export.record import read_exports
-    from kiln.models.package import read_meta
+    from kiln.models.package_files import read_meta
 
     meta = read_meta(source.package_dir)
     spec = DataSpec.from_dict(meta["data_spec"])
@@ -120,7 +120,7 @@ def warm_up(served: ServedModel) -> None:
 
 def _refuse_language_models(package_dir: Path) -> None:
     """The API classifies and regresses fixed-shape inputs; text generation has its own verb."""
-    from kiln.models.package import META
+    from kiln.models.package_files import META
     from kiln.runs.layout import read_json
 
     if read_json(package_dir / META).get("task") == "language_modeling":

@@ -61,14 +61,16 @@ class OnnxPredictor:
 
 def _onnx_export(package_dir: Path) -> Path:
     """The package's passing ONNX export, created with kiln's export code when there is none."""
-    from kiln.export.onnx import OnnxFormat
     from kiln.export.record import read_exports
+
+    record = read_exports(package_dir).get("exports", {}).get("onnx")  # OnnxFormat.name
+    if record and record.get("passed") and (package_dir / str(record.get("file"))).is_file():
+        return package_dir / str(record["file"])
+    # only now the exporter, which imports torch: serving an existing export does not need it
+    from kiln.export.onnx import OnnxFormat
     from kiln.export.run import ExportOptions, export_run
 
-    record = read_exports(package_dir).get("exports", {}).get(OnnxFormat.name)
     path = package_dir / OnnxFormat.file
-    if record and record.get("passed") and path.is_file():
-        return path
     log.warning("%s has no ONNX export: creating one (kiln export --format onnx)", package_dir)
     report = export_run(package_dir, ExportOptions(formats=(OnnxFormat.name,), mlflow=False))
     if not report.passed:
