@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from kiln.data.images.decode import open_image
 from kiln.data.images.preprocess import Preprocessing, from_spec
+from kiln.data.images.scan import ScanError
 from kiln.errors import DataError
 from kiln.eval.artifacts import predictions_csv
 from kiln.eval.run_eval import evaluate_run
@@ -143,9 +145,16 @@ def test_eval_feeds_the_saved_preprocessing_whatever_the_data_resolves_to(image_
 
 def test_eval_refuses_data_whose_classes_are_not_the_models(image_run: Path, tmp_path: Path) -> None:
     other = write_digits_folder(tmp_path / "other", classes=[3, 4, 5], per_class=8, size=20)
+    # the run records its splits: another folder holds none of its files
+    with pytest.raises(ScanError, match=r"none of the \d+ image files .* is under .*other: is it the "
+                                        r"folder the run was trained on"):
+        evaluate_run(image_run, "test", [f"data.path={other}"], plots=False, cost=False)
+    # a run from before split records splits the folder it is given, and the class check stops it
+    old = Path(shutil.copytree(image_run, tmp_path / "old_run"))
+    (old / "data_splits.csv").unlink()
     with pytest.raises(DataError, match=r"trained on classes \['digit_0', 'digit_1', 'digit_2'\].*"
                                         r"\['digit_3', 'digit_4', 'digit_5'\]"):
-        evaluate_run(image_run, "test", [f"data.path={other}"], plots=False, cost=False)
+        evaluate_run(old, "test", [f"data.path={other}"], plots=False, cost=False)
 
 
 def test_eval_of_the_training_split_sees_the_images_not_an_augmentation(image_run: Path) -> None:

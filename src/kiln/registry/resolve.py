@@ -28,7 +28,8 @@ log = logging.getLogger("kiln.registry")
 
 SCHEME = "models:/"
 FORMS = "models:/NAME@ALIAS (e.g. models:/digits@production) or models:/NAME/VERSION (e.g. models:/digits/3)"
-_OPTIONAL_ARTIFACTS = ("config.yaml", "summary.json")  # what `kiln eval` needs besides the package
+# what `kiln eval` needs besides the package (data_splits.csv: an image_folder run's split lists)
+_OPTIONAL_ARTIFACTS = ("config.yaml", "summary.json", "data_splits.csv")
 
 
 @dataclass(frozen=True)

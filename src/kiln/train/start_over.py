@@ -71,7 +71,7 @@ def start_over(paths: RunPaths) -> dict[str, Any]:
     if paths.events.exists():
         with paths.events.open("r+b") as f:
             f.truncate(0)
-    for record in (paths.csv_log, paths.summary, paths.environment, paths.data_report, paths.preview,
+    for record in (paths.csv_log, paths.summary, paths.environment, paths.data_report, paths.data_splits, paths.preview,
                    paths.logs / "samples.jsonl"):
         record.unlink(missing_ok=True)
     shutil.rmtree(paths.tensorboard, ignore_errors=True)
