@@ -68,9 +68,8 @@ def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, si
         if missing:
             raise UsageError(
                 f"{what} lacks {len(missing)} of the model's {len(spec_names)} feature columns: "
-                f"{', '.join(map(repr, missing[:10]))}{' ...' if len(missing) > 10 else ''}. The model "
-                f"was trained on columns named {', '.join(map(repr, spec_names[:10]))}"
-                f"{' ...' if len(spec_names) > 10 else ''}; rename the columns or give the right file")
+                f"{_some(missing)}. The model was trained on columns named {_some(spec_names)}; "
+                "rename the columns or give the right file")
         clash = [c for c in id_columns if c in spec_names]
         if clash:
             raise UsageError(f"--id-column {', '.join(clash)} is one of the model's features")
@@ -83,6 +82,11 @@ def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, si
             f"{' ...' if len(features) > 8 else ''}): name the identifier columns with "
             "--id-column NAME, or give a table with exactly the model's inputs")
     return features, list(id_columns)
+
+
+def _some(names: Sequence[str], shown: int = 10) -> str:
+    listed = ", ".join(map(repr, names[:shown]))
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 class TableSource:
@@ -116,11 +120,15 @@ class TableSource:
                 import pyarrow.parquet as pq
 
                 return list(pq.ParquetFile(self.path).schema_arrow.names)
-            import pyarrow.csv as pacsv
+            import csv
 
-            with pacsv.open_csv(self.path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-                                parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")) as reader:
-                return list(reader.schema.names)
+            # the header line alone, by the standard library: opening pyarrow's streaming reader
+            # here would start its read-ahead thread for one line
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), None)
+            if not header:
+                raise ValueError("the file is empty: the first line must name the columns")
+            return header
         except Exception as exc:
             raise UsageError(f"{self.path} is not a readable {self.kind.upper()} table: "
                              f"{str(exc).splitlines()[0]}") from None
@@ -199,6 +207,7 @@ class TableSource:
 
         types = {c: (pa.float64() if c in self.features else pa.string()) for c in self.columns}
         self._counter = CountingFile(self.path)  # type: ignore[arg-type]
+        reader = None
         try:
             try:  # opening reads the first block already
                 reader = pacsv.open_csv(
@@ -221,6 +230,8 @@ class TableSource:
                 yield np.arange(start, start + batch.num_rows), batch
                 start += batch.num_rows
         finally:
+            if reader is not None:
+                reader.close()  # stops its read-ahead now, not at interpreter exit
             self._counter.close()
 
     def _csv_pieces(self, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
@@ -237,6 +248,7 @@ class TableSource:
             return "skip"
 
         self._counter = CountingFile(self.path)  # type: ignore[arg-type]
+        reader = None
         try:
             reader = pacsv.open_csv(
                 self._counter,
@@ -258,6 +270,8 @@ class TableSource:
         except pa.ArrowInvalid as exc:
             raise DataError(f"{self.path} cannot be read as CSV: {str(exc).splitlines()[0]}") from None
         finally:
+            if reader is not None:
+                reader.close()
             self._counter.close()
 
 
