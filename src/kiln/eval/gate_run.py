@@ -15,7 +15,7 @@ A criterion naming an eval or cost metric that was not measured yet triggers tha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,15 @@ QUALITY_METRICS = tuple(dict.fromkeys(("loss", "accuracy", *CLASSIFICATION_METRI
 
 @dataclass(frozen=True)
 class GateReport:
+    """What ``gate_run`` found; :mod:`kiln.eval.gate_report` writes it as a table, markdown, JSON
+    or JUnit XML."""
+
     run_dir: Path
     results: list[GateResult]
     criteria_from: str  # "--require" or "config gate.require"
     measured: list[str]  # what was measured on demand ("test split", "inference cost")
+    source: str = ""  # what the caller named: the run directory or a models:/ URI
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric the criteria could name
 
     @property
     def passed(self) -> bool:
@@ -66,8 +71,8 @@ def gate_run(path: str | Path, require: Sequence[str] = (), split: str = "test",
             metrics = collect_metrics(root, split)
     results = evaluate_gates(gates, metrics)
     if not measure:
-        results = [_with_hint(r) for r in results]
-    return GateReport(root, results, source, measured)
+        results = [_with_hint(r, metrics) for r in results]
+    return GateReport(root, results, source, measured, str(path), metrics)
 
 
 def config_criteria(root: Path) -> list[str]:
@@ -111,13 +116,14 @@ def _measure(root: Path, missing: set[str], split: str) -> list[str]:
     return done
 
 
-def _with_hint(result: GateResult) -> GateResult:
-    """Point out a metric that was only missing because measuring was switched off."""
+def _with_hint(result: GateResult, metrics: dict[str, float]) -> GateResult:
+    """Point out a metric that was only missing because measuring was switched off (still
+    naming the metrics that are recorded, as every missing metric's note does)."""
     metric = result.gate.metric
     if result.measured is not None or not _measurable(metric):
         return result
     return replace(result, note=f"{metric!r} is not recorded yet; gate without --no-measure "
-                                "(or run kiln eval) to measure it")
+                                f"(or run kiln eval) to measure it. Known: {', '.join(sorted(metrics)) or '(none)'}")
 
 
 def _measurable(metric: str) -> bool:
