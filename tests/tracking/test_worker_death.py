@@ -5,7 +5,8 @@ sync adds nothing).
 A real run in a subprocess, a real SQLite MLflow store, a real SIGKILL. The run's own callback
 kills the worker at the end of its second epoch, once MLflow holds the first epoch's metrics, so
 the kill lands mid-run, after the worker stored some records and before it stored others, every
-time.
+time. ``kiln sync`` runs in this process through the CLI's own ``main`` (the real-process ``kiln
+sync`` is in ``test_mlflow.py``): a second and third interpreter importing MLflow proved nothing more.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import ROOT, run_cli
+import pytest
+from tests.conftest import ROOT
 from tests.tracking.test_mlflow import client_for, epoch_metrics, mlflow_metrics
 
+from kiln.cli.main import main
 from kiln.testing.tiny import TINY_OVERRIDES
 from kiln.tracking import read_events
 
@@ -58,7 +61,9 @@ KILLED_WORKER_RUN = textwrap.dedent("""
 """)
 
 
-def test_a_killed_mlflow_worker_costs_the_run_nothing_and_kiln_sync_fills_the_gap(tmp_path: Path) -> None:
+def test_a_killed_mlflow_worker_costs_the_run_nothing_and_kiln_sync_fills_the_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = tmp_path / "killed_worker_run.py"
     script.write_text(KILLED_WORKER_RUN)
     output = tmp_path / "runs"
@@ -101,9 +106,10 @@ def test_a_killed_mlflow_worker_costs_the_run_nothing_and_kiln_sync_fills_the_ga
     assert before == {key: truth[key] for key in before}
     assert client.get_run(run_id).info.status == "RUNNING"  # type: ignore[attr-defined]
 
-    synced = run_cli("sync", str(run_dir))
-    assert synced.returncode == 0, synced.stderr
-    assert synced.stdout == (
+    capsys.readouterr()
+    assert main(["sync", str(run_dir)]) == 0
+    synced = capsys.readouterr()
+    assert synced.out == (
         f"{run_dir}: {len(truth) - len(before)} metric values sent to sqlite:///{tmp_path / 'mlflow.db'} "
         f"(run {run_id}, model logged)\n"
     )
@@ -112,7 +118,7 @@ def test_a_killed_mlflow_worker_costs_the_run_nothing_and_kiln_sync_fills_the_ga
     assert run.info.status == "FINISHED"
     assert run.data.params["training.epochs"] == "5"
 
-    again = run_cli("sync", str(run_dir))
-    assert again.returncode == 0, again.stderr
-    assert again.stdout == f"{run_dir}: 0 metric values sent to sqlite:///{tmp_path / 'mlflow.db'} (run {run_id})\n"
+    assert main(["sync", str(run_dir)]) == 0
+    again = capsys.readouterr()
+    assert again.out == f"{run_dir}: 0 metric values sent to sqlite:///{tmp_path / 'mlflow.db'} (run {run_id})\n"
     assert mlflow_metrics(client, run_id) == truth
