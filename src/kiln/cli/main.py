@@ -21,6 +21,7 @@ from kiln.cli import (
     export_cmd,
     gate_cmd,
     generate_cmd,
+    init_cmd,
     models_cmd,
     predict_cmd,
     registry_cmd,
@@ -31,6 +32,7 @@ from kiln.cli import (
     sweep_cmd,
     sync_cmd,
     train_cmd,
+    tune_cmd,
     ui_cmd,
 )
 from kiln.errors import KilnError, UsageError
@@ -38,7 +40,7 @@ from kiln.errors import KilnError, UsageError
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
     sync_cmd, registry_cmd, ui_cmd, config_cmd, data_cmd, models_cmd, sweep_cmd, serve_cmd,
-    predict_cmd, generate_cmd,
+    predict_cmd, generate_cmd, tune_cmd, init_cmd,
 )
 
 

@@ -34,7 +34,7 @@ def write_applied(out: str | Path, config: str | Path | None, overrides: Sequenc
         raw = resolved.model_dump(mode="json")
         apply_overrides(raw, list(values.items()))
     else:
-        raw = {"extends": os.path.relpath(Path(config).expanduser().resolve(), out.resolve().parent)}
+        raw = {"extends": _reference(Path(config), out)}
         apply_overrides(raw, [*parse_overrides(overrides), *values.items()])
     text = header + yaml.safe_dump(raw, sort_keys=False)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,3 +53,11 @@ def write_applied(out: str | Path, config: str | Path | None, overrides: Sequenc
         raise
     return out
 
+
+
+def _reference(config: Path, out: Path) -> str:
+    """How ``out`` names the config it extends: relative when the two sit close (the pair can
+    move together), absolute when a relative path would climb further than one folder."""
+    target = config.expanduser().resolve()
+    relative = os.path.relpath(target, out.expanduser().resolve().parent)
+    return str(target) if relative.startswith(os.path.join("..", "..")) else relative
