@@ -29,8 +29,9 @@ from kiln.errors import DistributedError, UsageError
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
     """The flags of a verb that can train on several processes."""
     group = parser.add_argument_group("distributed (torchrun)")
-    group.add_argument("--nproc", type=int, metavar="N",
-                       help="train with N processes per machine (DDP; gloo on CPU, NCCL on GPUs)")
+    group.add_argument("--nproc", type=_nproc, metavar="N|auto",
+                       help="train with N processes per machine (DDP; gloo on CPU, NCCL on GPUs); "
+                            "auto: one per visible GPU (one process, no DDP, with fewer than 2 GPUs)")
     group.add_argument("--max-restarts", type=int, default=0, metavar="M",
                        help="with --nproc: restart the workers up to M times after a failure, "
                             "resuming from the newest checkpoint")
@@ -39,11 +40,46 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rdzv-id", help="with --nnodes>1: the same job id on every node")
 
 
-def wants_launch(args: argparse.Namespace) -> bool:
-    """True in the user's process of ``--nproc N``; False inside a torchrun worker."""
+def _nproc(value: str) -> int | str:
+    """``--nproc``: a number (checked by :func:`torchrun_args`) or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {value!r}") from None
+
+
+def wants_launch(args: argparse.Namespace, device: str = "auto") -> bool:
+    """True in the user's process of ``--nproc N``; False inside a torchrun worker.
+
+    ``--nproc auto`` is settled here, once, into ``args.nproc`` (a number, or None: train in this
+    process), saying what it chose; ``device`` is the config's ``run.device``."""
     from kiln.distributed.env import launch_env
 
-    return getattr(args, "nproc", None) is not None and not launch_env().launched
+    if getattr(args, "nproc", None) is None or launch_env().launched:
+        return False
+    if args.nproc == "auto":
+        import torch
+
+        args.nproc, message = resolve_auto_nproc(torch.cuda.device_count(), device)
+        print(message, flush=True)
+    return args.nproc is not None
+
+
+def resolve_auto_nproc(gpus: int, device: str = "auto") -> tuple[int | None, str]:
+    """``--nproc auto`` with ``gpus`` visible CUDA devices: one process per GPU (NCCL, the backend
+    ``distributed.backend: auto`` picks on CUDA), or None (this one process) with fewer than 2.
+    A ``device`` other than auto or cuda (``run.device``) uses no GPU, however many there are."""
+    if device not in ("auto", "cuda"):
+        gpus = 0
+    if gpus >= 2:
+        return gpus, f"--nproc auto: {gpus} CUDA GPUs visible, so {gpus} processes, one per GPU (NCCL)"
+    if gpus == 1:
+        return None, "--nproc auto: 1 CUDA GPU visible, so the run trains in this one process (no DDP)"
+    why = f"run.device is {device}" if device not in ("auto", "cuda") else "no CUDA GPU is visible"
+    return None, (f"--nproc auto: {why}, so the run falls back to this one process on the CPU "
+                  "(--nproc N trains on N CPU processes with gloo)")
 
 
 def torchrun_args(args: argparse.Namespace, worker_argv: Sequence[str], run_id: str) -> list[str]:

@@ -26,7 +26,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db "
                         "(default: a SQLite file in the sweep directory)")
     parser.add_argument("--study-name", help="the study to create or resume")
-    parser.add_argument("--workers", type=int, help="trials run at once on this machine")
+    parser.add_argument("--workers", type=_workers, metavar="N|auto",
+                        help="trials run at once on this machine; auto: one worker per visible GPU, "
+                             "each pinned with CUDA_VISIBLE_DEVICES (1 worker on a machine without CUDA)")
+    parser.add_argument("--gpus-per-worker", type=int, metavar="N",
+                        help="GPUs each worker sees (CUDA_VISIBLE_DEVICES), with --workers auto or N")
     parser.add_argument("--n-trials", type=int, help="trials in total, over all workers and machines")
     parser.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     parser.add_argument("--no-plots", action="store_true", help="skip the plots of the report")
@@ -57,12 +61,26 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_sweep(
         args.config, args.sweep, args.overrides, plots=not args.no_plots,
         storage=args.storage, study_name=args.study_name, workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
         n_trials=args.n_trials, timeout=args.timeout, echo=_echo,
     )
     show_report(outcome.report)
     if outcome.exit_code == 1:
         print("no trial completed: see the errors in the table (and trials.csv)")
     return outcome.exit_code
+
+
+def _workers(value: str) -> int | str:
+    """``--workers``: a number of at least 1, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def run_worker_process(sweep_dir: str, index: int, threads: int | None) -> int:

@@ -1,4 +1,4 @@
-"""``kiln train [-c CONFIG] [overrides...] [--quiet] [--run-dir DIR | --resume RUN_DIR] [--nproc N]``:
+"""``kiln train [-c CONFIG] [overrides...] [--quiet] [--run-dir DIR | --resume RUN_DIR] [--nproc N|auto]``:
 train one run (on N processes with DDP through torchrun when ``--nproc`` is given).
 
 With ``--run-dir DIR`` (or ``run.dir`` in the config) the run lives in DIR instead of a new
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             print("note: --resume uses the run's own config.yaml; -c is ignored")
         return resume_run(args.resume, args.overrides, args.allow_config_change, args.quiet, args)
     cfg = load_config(args.config, _overrides(args))
-    if _wants_launch(args):
+    if _wants_launch(args, cfg.run.device):
         settled = _answer_before_launch(args, cfg) if cfg.run.dir is not None else None
         return settled if settled is not None else _launch(args, cfg)
     with worker_process():  # inside torchrun: errors reach its report; the group is left at exit
@@ -111,10 +111,10 @@ def _answer_before_launch(args: argparse.Namespace, cfg: Any) -> int | None:
     return 0 if summary.finished else 1
 
 
-def _wants_launch(args: argparse.Namespace) -> bool:
+def _wants_launch(args: argparse.Namespace, device: str) -> bool:
     from kiln.cli.launch import wants_launch
 
-    return wants_launch(args)
+    return wants_launch(args, device)
 
 
 def _launch(args: argparse.Namespace, cfg: Any) -> int:

@@ -70,7 +70,7 @@ def run_worker(ctx: SweepContext, worker: int = 0, echo: Callable[[str], None] =
     require_optuna()
     with quiet_optuna():
         study = open_study(make_storage(ctx.storage, ctx.spec), ctx.study_name, ctx.spec, ctx.base_config(), worker)
-    prefix = f"[worker {worker}] " if ctx.spec.workers > 1 else ""
+    prefix = f"[worker {worker}] " if ctx.spec.workers != 1 else ""
     timeout = ctx.spec.timeout
     started = time.monotonic()
     waiting_said = False

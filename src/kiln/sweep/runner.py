@@ -10,6 +10,7 @@ resumed from their checkpoints, and only what is missing of the budget runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from kiln.config.schema import RunConfig
 from kiln.errors import SweepError, exception_line
 from kiln.sweep import trials as trial_status
 from kiln.sweep.context import CONTEXT_FILE, SweepContext
+from kiln.sweep.gpus import plan_workers, visible_gpus
 from kiln.sweep.mlflow_parent import PARENT_ATTR, finish_parent, start_parent
 from kiln.sweep.paths import resolve_parameters
 from kiln.sweep.report import SweepReport, build_report
@@ -64,6 +66,9 @@ def run_sweep(config: str | Path | None, sweep_file: str | Path, overrides: Sequ
     from kiln.sweep.workers import run_workers
 
     ctx = prepare_sweep(config, sweep_file, overrides, **replace)
+    plan = plan_workers(ctx.spec.workers, ctx.spec.gpus_per_worker, visible_gpus())
+    # the workers read a plain count from sweep.json (``auto`` resolved here, once)
+    ctx = dataclasses.replace(ctx, spec=ctx.spec.model_copy(update={"workers": plan.count}))
     spec = ctx.spec
     with quiet_optuna():
         study = open_study(make_storage(ctx.storage, spec), ctx.study_name, spec, ctx.base_config())
@@ -77,11 +82,13 @@ def run_sweep(config: str | Path | None, sweep_file: str | Path, overrides: Sequ
     echo(f"storage {mask(ctx.storage)}; sweep directory {ctx.sweep_dir}")
     if used:
         echo(f"resuming: {used} trial(s) already done or under way")
+    if plan.message:
+        echo(plan.message)
     try:
-        if spec.workers == 1:
+        if plan.in_process:
             code = run_worker(ctx, 0, echo)
         else:
-            result = run_workers(ctx, spec.workers, echo)
+            result = run_workers(ctx, plan, echo)
             errors = [c for c in result.exit_codes if c > 0 and c not in (130, 143)]
             code = 128 + result.signum if result.signum is not None else (errors[0] if errors else 0)
     except BaseException:

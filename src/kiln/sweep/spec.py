@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -168,7 +168,10 @@ class SweepSpec(_Section):
     parameters: dict[str, ParameterSpec] = Field(min_length=1)  # dotted config path -> values
     storage: str | None = None  # Optuna storage URL; null: <output_dir>/sweeps/<study>/study.db
     study_name: str | None = None  # null: <run.name>-<sweep file name>
-    workers: int = Field(1, ge=1)  # trials run at once on this machine (separate processes)
+    # trials run at once on this machine (separate processes); auto: one per visible GPU (each
+    # pinned with CUDA_VISIBLE_DEVICES), 1 on a machine without CUDA
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    gpus_per_worker: int = Field(1, ge=1)  # GPUs each worker sees, when GPUs are visible
     seed: int | None = None  # sampler seed (worker k uses seed + k); null: fresh randomness
     heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)
 

@@ -2,7 +2,8 @@
 
 Each worker is ``python -m kiln sweep --worker SWEEP_DIR --worker-index K``: a fresh interpreter
 (no fork of a process holding torch threads or database connections), reading ``sweep.json``.
-They share the study through its storage, exactly as workers on other machines do.
+They share the study through its storage, exactly as workers on other machines do. A worker
+planned onto GPUs (:mod:`kiln.sweep.gpus`) gets its own ``CUDA_VISIBLE_DEVICES``.
 
 Workers run in their own session, so a Ctrl-C in the terminal reaches only this process, which
 passes exactly one SIGINT on to each worker: every running trial checkpoints and is marked
@@ -17,12 +18,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from kiln.sweep.context import SweepContext
+from kiln.sweep.gpus import WorkerPlan, describe
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,22 @@ def worker_command(ctx: SweepContext, index: int, threads: int) -> list[str]:
             "--worker-index", str(index), "--worker-threads", str(threads)]
 
 
-def run_workers(ctx: SweepContext, count: int, echo: Callable[[str], None] = print) -> WorkersResult:
-    """Start ``count`` workers, pass signals on to them, and wait until every one has exited."""
+def spawn(command: Sequence[str], extra_env: Mapping[str, str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start one worker in a session of its own, with ``extra_env`` over this process's environment."""
+    env = {**os.environ, **extra_env} if extra_env else None
+    return subprocess.Popen(list(command), start_new_session=True, env=env, **popen)
+
+
+def run_workers(ctx: SweepContext, plan: WorkerPlan, echo: Callable[[str], None] = print) -> WorkersResult:
+    """Start the planned workers, pass signals on to them, and wait until every one has exited."""
+    count = plan.count
     # N workers with torch's default (one thread per core) each would oversubscribe the CPU.
     threads = max(1, (os.cpu_count() or 1) // count)
-    processes = [subprocess.Popen(worker_command(ctx, i, threads), start_new_session=True) for i in range(count)]
+    processes = [spawn(worker_command(ctx, i, threads), plan.envs[i]) for i in range(count)]
     echo(f"started {count} workers (pids {', '.join(str(p.pid) for p in processes)}), "
          f"{threads} torch thread(s) each")
+    for line in describe(plan):
+        echo(f"  {line}")
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
