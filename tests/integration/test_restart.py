@@ -204,22 +204,25 @@ def test_the_fixed_run_dir_command_requeued_under_random_kills_ends_identical_th
 
 
 @pytest.mark.slow
-def test_a_different_config_is_refused_naming_the_key_and_a_longer_run_resumes(tmp_path: Path) -> None:
+def test_a_different_config_is_refused_naming_the_key_and_a_longer_run_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The CLI's own main() in this process: the decision is the CLI's, no signal is involved, and
+    # the real-process path of the same command is the requeue test's.
     run_dir = tmp_path / "job"
-    first = run_cli(*fixed_command(run_dir, "training.epochs=1"))
-    assert first.returncode == 0, first.stderr
+    assert main(fixed_command(run_dir, "training.epochs=1")) == 0
+    capsys.readouterr()
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
-    other = run_cli(*fixed_command(run_dir, "training.epochs=1", "training.lr=0.02"))
-    assert other.returncode == 2, other.stderr
-    assert other.stderr.startswith(f"error: refusing to resume {run_dir.name} with a changed config")
-    assert "  - training.lr: 0.01 -> 0.02\n" in other.stderr and "another --run-dir" in other.stderr
-    assert "Traceback" not in other.stderr
+    assert main(fixed_command(run_dir, "training.epochs=1", "training.lr=0.02")) == 2
+    other = capsys.readouterr().err
+    assert other.startswith(f"error: refusing to resume {run_dir.name} with a changed config"), other
+    assert "  - training.lr: 0.01 -> 0.02\n" in other and "another --run-dir" in other
+    assert "Traceback" not in other
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
 
-    longer = run_cli(*fixed_command(run_dir, "training.epochs=2"))  # a resume-safe change
-    assert longer.returncode == 0, longer.stderr
-    assert f"resuming {run_dir} from checkpoint" in longer.stdout
+    assert main(fixed_command(run_dir, "training.epochs=2")) == 0  # a resume-safe change
+    assert f"resuming {run_dir} from checkpoint" in capsys.readouterr().out
     assert read_summary(run_dir).epochs_trained == 2
     assert_one_history(run_dir, 2)
 
