@@ -201,8 +201,11 @@ def test_a_tracker_that_cannot_start_is_reported_during_the_fit_and_the_fit_comp
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the MLflow store's directory should be\n")
+    # mlflow_start_delay=0: the worker opens the store at once, instead of the fit (held by
+    # WaitForFailure) sitting through the default 30 s before the worker even tries.
     cfg = tiny_config(tmp_path / "runs", f"tracking.uri=sqlite:///{blocker}/mlflow.db",
-                      "tracking.system_metrics_interval=0.05", backends=("jsonl", "mlflow"))
+                      "tracking.system_metrics_interval=0.05", "tracking.mlflow_start_delay=0",
+                      backends=("jsonl", "mlflow"))
     workers_before = live_workers()
     threads_before = set(threading.enumerate())
     with caplog.at_level(logging.WARNING, "kiln.tracking"):
