@@ -220,16 +220,49 @@ def test_plateau_steps_on_the_monitored_metric(tmp_path: Path) -> None:
 
 
 def test_nan_guard(tmp_path: Path) -> None:
+    """Losses are read every 2 steps only; a NaN among them puts back the weights of the last
+    good check with its step count, and fails the run naming the first bad batch."""
     state = _state(tmp_path)
-    NanGuard().on_batch_end(state)
-    assert not state.stop_requested and not state.failed
-    state.nonfinite_loss, state.epoch, state.batch_in_epoch = True, 2, 7
-    NanGuard().on_batch_end(state)
-    assert state.failed is True
+    guard = NanGuard(every=2)
+    guard.on_fit_start(state)  # the weights of step 0 are kept
+    start = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+    def batch(loss: float) -> None:
+        with torch.no_grad():
+            state.model.weight.add_(1.0)  # the step changes the weights
+        state.batch_in_epoch += 1
+        state.global_step += 1
+        state.optimizer_stepped = True
+        state.batch_loss = torch.tensor(loss)
+        guard.on_batch_end(state)
+
+    batch(1.0)
+    batch(0.5)  # step 2: checked, all finite: these weights are kept
+    assert not state.stop_requested and not guard.pending
+    kept = {k: v.clone() for k, v in state.model.state_dict().items()}
+    assert not torch.equal(kept["weight"], start["weight"])
+    batch(float("nan"))  # batch 3: not read yet, training goes on
+    assert not state.stop_requested and len(guard.pending) == 1
+    batch(float("inf"))  # step 4: checked
+    assert state.failed is True and state.stop_requested
+    assert state.global_step == 2
+    assert all(torch.equal(state.model.state_dict()[k], v) for k, v in kept.items())
     assert state.stop_reason == (
-        "non-finite loss (NaN or Inf) at epoch 3, batch 7; the step was skipped and the last good "
-        "weights kept. Try a lower training.optimizer.lr, training.grad_clip, or check the data"
+        "non-finite loss (NaN or Inf) at epoch 1, batch 3; the weights of step 2, the last checked "
+        "good, were kept. Try a lower training.lr, training.grad_clip, or check the data"
     )
+
+
+def test_nan_guard_checks_before_validation_and_checkpoints(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    guard = NanGuard(every=1000)
+    guard.on_fit_start(state)
+    state.batch_in_epoch, state.global_step, state.optimizer_stepped = 1, 1, True
+    state.batch_loss = torch.tensor(float("nan"))
+    guard.on_batch_end(state)
+    assert not state.stop_requested  # step 1 is no check point
+    guard.on_checkpoint(state)
+    assert state.failed and state.global_step == 0
 
 
 # -- Checkpointing ------------------------------------------------------------------------------

@@ -75,8 +75,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> kiln.FitResult:
     return Trainer(cfg, quiet=True).fit()
 
 
-def interrupt_and_resume(tmp_path: Path, sender: SendSignal) -> Path:
-    cfg = tiny_config(tmp_path, *RICH, backends=("jsonl", "csv"))
+def interrupt_and_resume(tmp_path: Path, sender: SendSignal, overrides: tuple[str, ...] = RICH) -> Path:
+    cfg = tiny_config(tmp_path, *overrides, backends=("jsonl", "csv"))
     with pytest.raises(TrainingInterrupted) as err:
         Trainer(cfg, callbacks=[sender], quiet=True).fit()
     expected = {signal.SIGTERM: 143, signal.SIGINT: 130}[signal.Signals(sender.signum)]

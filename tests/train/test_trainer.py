@@ -185,30 +185,46 @@ def test_model_and_data_as_objects(tmp_path: Path) -> None:
 
 
 def test_nan_guard_stops_and_keeps_last_good_weights(tmp_path: Path) -> None:
+    """The losses are read every tracking.log_every_n_steps steps (5 here): the run stops at the
+    first check after the poisoned batch, with the weights of the check before it."""
     from torch.utils.data import TensorDataset
 
     from kiln.data.build import build_data
 
-    cfg = tiny_config(tmp_path, "training.epochs=3")
+    cfg = tiny_config(tmp_path, "training.epochs=3", "tracking.log_every_n_steps=5")
     data = build_data(cfg.data, cfg.run.seed)
     inputs, targets = data.train.tensors  # type: ignore[attr-defined]
     inputs = inputs.clone()
     inputs[500] = float("nan")  # one poisoned sample, met somewhere in the first epoch
     data.train = TensorDataset(inputs, targets)
 
-    class LastGood(Callback):
+    class Witness(Callback):
+        """Reads every loss (a test may sync) and keeps the weights at each check point before
+        the first non-finite one."""
+
+        def __init__(self) -> None:
+            self.first_bad: int | None = None
+            self.batches = 0
+
         def on_batch_end(self, state: TrainState) -> None:
-            if not state.nonfinite_loss:
+            self.batches += 1
+            assert state.batch_loss is not None
+            if self.first_bad is None and not torch.isfinite(state.batch_loss):
+                self.first_bad = self.batches
+            if self.first_bad is None and state.global_step % 5 == 0:
                 self.weights = {k: v.clone() for k, v in state.model.state_dict().items()}
                 self.step = state.global_step
 
-    last_good = LastGood()
-    result = Trainer(cfg, data=data, callbacks=[last_good], quiet=True).fit()
-    assert result.status == "failed"
-    assert "non-finite loss" in (result.summary.stop_reason or "")
-    assert result.summary.epochs_trained == 1 and result.summary.global_step == last_good.step
+    witness = Witness()
+    result = Trainer(cfg, data=data, callbacks=[witness], quiet=True).fit()
+    assert result.status == "failed" and witness.first_bad is not None
+    assert (result.summary.stop_reason or "").startswith(
+        f"non-finite loss (NaN or Inf) at epoch 1, batch {witness.first_bad}; the weights of step {witness.step}"
+    )
+    assert witness.batches - witness.first_bad < 5  # stopped within log_every_n_steps steps
+    assert result.summary.epochs_trained == 1 and result.summary.global_step == witness.step
     saved = kiln.load_model(result.run_dir).state_dict()
-    for key, value in last_good.weights.items():
+    for key, value in witness.weights.items():
         assert torch.equal(saved[key], value), key
         assert torch.isfinite(saved[key]).all()
 

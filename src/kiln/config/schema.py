@@ -48,6 +48,9 @@ class RunConfig(Section):
     # CPU: treat denormal floats (under 1.2e-38) as zero while training; late in a run Adam's
     # state decays into them and epochs slowed 3x (bench/README.md); zero trains as well
     flush_denormal: bool = True
+    # CUDA (Ampere and later): fp32 matmuls and convolutions on TensorFloat-32 tensor cores, about
+    # 10 bits of mantissa for several times the speed; no effect elsewhere. Recorded in summary.json
+    tf32: bool = True
 
 
 class SchedulerConfig(Section):
@@ -96,7 +99,13 @@ class TrainingConfig(Section):
     max_steps: Annotated[int | None, LENGTH] = Field(None, ge=1)  # stop after N optimizer steps (epochs then ignored)
     eval_every_n_steps: int | None = Field(None, ge=1)  # also validate every N steps (null: epochs only)
     eval_batches: int | None = Field(None, ge=1)  # validation batches per evaluation (null: all)
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the forward pass
+    # the forward pass's dtype: bf16 and fp16 autocast it (fp16 with a loss scaler whose state is
+    # checkpointed); auto: bf16 where the device supports it, else fp16 on CUDA, fp32 on CPU/MPS
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    # torch.compile the module the loop trains (false: eager); checkpoints and the saved model are
+    # the uncompiled module's. A model that fails to compile trains eagerly (said in the log and
+    # summary.json). Bit-exact repeats and resumes are promised for eager runs only
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune"] = False
     early_stopping: EarlyStoppingConfig | None = None  # off unless given (e.g. ...patience=5)
     loss: LossConfig = Field(default_factory=LossConfig)
     # Fine-tuning a torchvision/timm backbone. With model.freeze: backbone, the first N epochs

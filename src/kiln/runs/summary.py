@@ -4,7 +4,7 @@ The Trainer writes it when a run ends (completed, stopped early, failed, interru
 ``kiln eval``, ``kiln gate``, the registry, sweeps and the CLI read it as a :class:`RunSummary`,
 never as a dict. Reading tolerates what earlier kiln versions wrote: keys it does not know are
 ignored, keys added since (``max_steps``, ``batch``, ``glibc_malloc``, ``flush_denormal``,
-``registry``) read as None, and the old empty ``best: {}`` reads as no best epoch.
+``registry``, ``precision``, ``compile``) read as None, and the old empty ``best: {}`` reads as no best epoch.
 
 >>> summary = RunSummary.read(Path("runs/digits_mlp_20261123_101500/summary.json"))  # doctest: +SKIP
 >>> summary.status, summary.best.epoch if summary.best else None, summary.test["test_accuracy"]  # doctest: +SKIP
@@ -67,6 +67,24 @@ class Batch(Record):
     lr: float  # the learning rate trained with
 
 
+class Precision(Record):
+    """training.precision and what it trained with (kiln.train.precision)."""
+
+    requested: str  # training.precision: fp32 | bf16 | fp16 | auto
+    resolved: str  # what the forward pass autocast to: fp32 | bf16 | fp16
+    tf32: bool  # whether run.tf32 took effect (on for it, and a CUDA card of Ampere or later)
+    amp_skipped_steps: int | None  # fp16: optimizer steps the loss scaler skipped (None otherwise)
+
+
+class Compile(Record):
+    """training.compile's outcome (kiln.train.compiling)."""
+
+    mode: str  # training.compile: false | default | reduce-overhead | max-autotune
+    compiled: bool  # whether the run ended training through the compiled module
+    seconds: float  # compile_seconds: time of the steps that compiled (not in samples_per_sec)
+    error: str | None  # why compiling failed and the run trained eagerly, when it did
+
+
 class RunSummary(Record):
     """Every key of summary.json. ``RunSummary.read(path)`` reads one; ``write(path)`` writes it."""
 
@@ -94,6 +112,8 @@ class RunSummary(Record):
     trackers: Trackers
     glibc_malloc: str | None = None  # run.keep_freed_memory's outcome, e.g. "kept: ..."
     flush_denormal: bool | None = None  # whether denormals were flushed to zero while training
+    precision: Precision | None = None  # the precision asked for and trained with, TF32, fp16's skips
+    compile: Compile | None = None  # training.compile: compiled or not (and why), compile_seconds
     error: str | None = None  # "Type: message" of the exception that crashed the run
     registry: dict[str, Any] | None = None  # tracking.register's outcome (version, alias, gates)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from kiln.tasks import Task
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast when asked for, otherwise a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from kiln.train.precision import autocast as autocast  # re-exported: its old home
 
 
 def scored_batches(

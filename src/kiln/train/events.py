@@ -14,10 +14,12 @@ and kiln's source and fails when they differ. Events fire nowhere else (``kiln.t
             -> batch_start                                             [_train_epoch]
             forward, loss, backward; every grad_accum batches: clip, optimizer step
             -> batch_end                                               [_train_epoch]
-                   (state.batch_loss, state.optimizer_stepped, state.nonfinite_loss; every
+                   (state.batch_loss, still on the device, and state.optimizer_stepped; every
                    training.eval_every_n_steps: validation at step scope, inside batch_end)
             leave the epoch if state.stop_requested or training.max_steps is reached
             -> checkpoint   when one was requested (state.request_checkpoint)  [_train_epoch]
+        on a device out-of-memory error in a batch: free it, then, at the start of an accumulation window,
+            -> checkpoint   reason "out_of_memory"; raise DeviceOutOfMemory   [_out_of_memory]
         on a signal (state.stop_signal): leave the loop, the epoch unfinished
         -> validation_start                                            [_loop]
         evaluate on the validation split

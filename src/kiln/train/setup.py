@@ -33,6 +33,7 @@ from kiln.train.callbacks.checkpointing import Checkpointing
 from kiln.train.callbacks.fine_tune import fine_tuning
 from kiln.train.callbacks.system_metrics import SystemMetrics
 from kiln.train.optim import build_optimizer, build_scheduler
+from kiln.train.precision import Amp
 from kiln.train.ranks.scaling import batch_plan
 from kiln.train.sampler import EpochSampler
 
@@ -55,6 +56,7 @@ class Components:
     paths: RunPaths
     tracker: MultiTracker
     checkpoints: CheckpointManager | None
+    amp: Amp  # training.precision as trained: autocast, and fp16's loss scaler (checkpointed)
     callbacks: list[Callback] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     train_model: nn.Module | None = None  # the DDP wrapper the loop trains through (several processes)
@@ -141,7 +143,7 @@ def build_components(
         cfg, digest, device, data.spec, model, task, optimizer, sampler, train_loader,
         _optional_loader(data.val, t.eval_batch_size, workers, knobs),
         _optional_loader(data.test, t.eval_batch_size, workers, knobs),
-        paths, tracker, None, environment=environment,
+        paths, tracker, None, Amp(t.precision, device), environment=environment,
     )
     if rank.distributed:
         from kiln.distributed.ddp import wrap_model
@@ -151,7 +153,7 @@ def build_components(
         c.val_loader, c.test_loader = shard_loader(c.val_loader), shard_loader(c.test_loader)
         c.train_model = wrap_model(model, device)
         c.callbacks.append(SignalAgreement())
-    c.callbacks.append(NanGuard())
+    c.callbacks.append(NanGuard(cfg.tracking.log_every_n_steps))
     c.callbacks.extend(fine_tuning(cfg, rank.distributed))  # model.freeze: backbone (+ training.unfreeze_at_epoch)
     if scheduler is not None:
         c.callbacks.append(LRSchedule(scheduler, t.scheduler))

@@ -2,7 +2,8 @@
 
 Model and optimizer go to their own files; everything else of the loop is the "trainer state":
 counters and history, every RNG, each stateful callback, the partial epoch's metric sums, gradients
-accumulated inside an unfinished accumulation window, and where events.jsonl ended.
+accumulated inside an unfinished accumulation window, fp16's loss scaler and its count of skipped
+steps, and where events.jsonl ended.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def capture(c: Components, state: TrainState) -> dict[str, Any]:
         "callbacks": {key: cb.state_dict() for key, cb in callback_keys(c.callbacks).items()},
         "meter": state.train_meter.state_dict() if state.train_meter is not None and state.batch_in_epoch else None,
         "grads": grads,
+        "amp": c.amp.state_dict(),
     }
 
 
@@ -66,6 +68,8 @@ def restore(c: Components, state: TrainState, checkpoint: Checkpoint) -> None:
         meter = c.task.meter()
         meter.load_state_dict(trainer["meter"])
         state.train_meter = meter
+    if "amp" in trainer:  # checkpoints of kiln before fp16 have no scaler: fp32 or bf16 runs
+        c.amp.load_state_dict(trainer["amp"])
     params = dict(c.model.named_parameters())
     for name, grad in trainer["grads"].items():
         params[name].grad = grad.to(params[name].device)

@@ -35,9 +35,10 @@ class TrainState:
     global_step: int = 0  # optimizer steps taken so far
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     samples_seen: int = 0
-    batch_loss: torch.Tensor | None = None  # loss of the last batch (not synced)
+    # loss of the last batch, on the device: reading it waits for the device, so only logging
+    # steps and the NaN guard's checks do (kiln.train.callbacks.nan_guard)
+    batch_loss: torch.Tensor | None = None
     optimizer_stepped: bool = False  # whether the last batch ended with an optimizer step
-    nonfinite_loss: bool = False  # the last batch's loss was NaN or Inf; its step was skipped
     train_meter: Any = None  # the current epoch's training metric sums (a kiln.tasks.Meter)
     metrics: dict[str, float] = field(default_factory=dict)  # the latest epoch's metrics
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per finished epoch

@@ -11,7 +11,16 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from kiln.runs.summary import Batch, BestEpoch, Durations, RunSummary, Status, Trackers
+from kiln.runs.summary import (
+    Batch,
+    BestEpoch,
+    Compile,
+    Durations,
+    Precision,
+    RunSummary,
+    Status,
+    Trackers,
+)
 
 if TYPE_CHECKING:
     from kiln.train.setup import Components
@@ -53,6 +62,8 @@ def build_summary(c: Components, state: TrainState, started: float, test_metrics
         trackers=Trackers(used=c.tracker.names, failed=c.tracker.failures),
         glibc_malloc=extras.get("glibc_malloc"),
         flush_denormal=extras.get("flush_denormal"),
+        precision=Precision.model_validate(extras["precision"]) if "precision" in extras else None,
+        compile=Compile.model_validate(extras["compile"]) if "compile" in extras else None,
         error=None if state.error is None else f"{type(state.error).__name__}: {state.error}",
     )
 

@@ -68,6 +68,8 @@ class Checkpointing(Callback):
 
     @override
     def on_checkpoint(self, state: TrainState) -> None:
+        if state.failed:  # the NaN guard put the last good weights back, but not the optimizer's state
+            return
         self.save(state, reason=state.checkpoint_reason or "periodic")
 
     @override
