@@ -109,6 +109,8 @@ CASES: list[tuple[str, int, str]] = [
     ("serve {run} --backend trt", 2, "invalid choice: 'trt'"),
     ("serve {run} --port 70000", 2, "--port 70000 is not a TCP port"),
     ("serve models:/nope", 2, BAD_URI),
+    ("init {file}", 2, "{file} is a file; kiln init writes a project into a folder"),
+    ("init {empty} --template nope", 2, "invalid choice: 'nope'"),
     ("predict {run} --input {missing} --output {empty}/out.csv", 2, "--input {missing} does not exist"),
     ("predict {missing} --input {file} --output {empty}/out.csv", 2, "{missing} does not exist"),
     ("predict {run} --input {file} --output {empty}/out.csv", 2, "cannot tell how to read {file}"),

@@ -91,3 +91,21 @@ def test_mlflow_errors_and_missing_stores_become_registry_errors(store: Store, t
     with pytest.raises(RegistryError, match=f"no MLflow store at {missing}: nothing has been tracked there yet"):
         show_model("digits", f"sqlite:///{missing}")
     assert not missing.parent.exists()  # a typo does not create an empty store
+
+
+def test_gates_read_what_kiln_gate_measured_into_the_run(store: Store, tmp_path: Path) -> None:
+    """A cost metric (size_mb) is not in summary.json: once kiln gate measured it into eval/,
+    registering and promoting on it pass; before, they fail naming it as not measured."""
+    import shutil
+
+    from kiln.cli.main import main
+    from kiln.registry import promote
+
+    run_dir = Path(shutil.copytree(store.baseline.run_dir, tmp_path / "measured"))
+    before = register_run(run_dir, "reg-measured", alias="staging", require=["size_mb<5"])
+    assert not before.alias_set and before.gates[0].measured is None
+    assert main(["gate", str(run_dir), "--require", "size_mb<5"]) == 0  # measures eval/cost.json
+    after = register_run(run_dir, "reg-measured", alias="staging", require=["size_mb<5"])
+    assert after.alias_set and after.gates[0].measured is not None and after.gates[0].measured < 5
+    promoted = promote("reg-measured", str(after.version), "production", ["size_mb<5"], uri=store.uri)
+    assert promoted.gates[0].passed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.cli.common import print_table
@@ -38,7 +39,8 @@ def add_parser(subparsers: Any) -> None:
     register.add_argument("run_dir", metavar="RUN_DIR")
     register.add_argument("--name", required=True, help="registered model name")
     register.add_argument("--alias", help="alias to give the new version if every gate passes")
-    register.add_argument("--require", action="append", default=[], metavar="GATE", help=_REQUIRE_HELP)
+    register.add_argument("--require", action="append", default=[], metavar="GATE",
+                          help=_REQUIRE_HELP + "; default: the run config's gate.require")
     promote = action("promote", "point an alias at a version, if its metrics pass the gates", run_promote)
     promote.add_argument("name")
     promote.add_argument("version", help="a version number, or @ALIAS for the version holding that alias")
@@ -102,7 +104,8 @@ def run_register(args: argparse.Namespace) -> int:
 
     run_dir(args.run_dir)
     _check(alias=args.alias)
-    result = register_run(args.run_dir, args.name, alias=args.alias, require=args.require,
+    require = args.require or _config_gates(args.run_dir)
+    result = register_run(args.run_dir, args.name, alias=args.alias, require=require,
                           uri=args.uri, source="kiln registry register")
     print(f"registered {result.uri} (run {result.run_id})")
     if result.gates:
@@ -114,6 +117,20 @@ def run_register(args: argparse.Namespace) -> int:
         _print_moved(args.name, result.version, args.alias, result.previous_version)
     # A failed gate exits 1 even without an alias at stake, so a script can stop on it.
     return 0 if all(g.passed for g in result.gates) else 1
+
+
+def _config_gates(run: str) -> list[str]:
+    """Without --require, the run config's ``gate.require``, as ``kiln gate`` reads it: a CI
+    pipeline states its criteria once, in the config, for the gate and the registration alike."""
+    from kiln.runs import RunDir
+
+    folder = RunDir(Path(run))
+    if not folder.config.is_file():  # a model package without its run's config: nothing to read
+        return []
+    require = list(folder.read_config().gate.require)
+    if require:
+        print(f"gates from the run config's gate.require: {', '.join(require)}")
+    return require
 
 
 def run_promote(args: argparse.Namespace) -> int:

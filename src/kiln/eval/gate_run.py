@@ -17,16 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from kiln.errors import UsageError
 from kiln.eval.latency import COST_METRICS
 from kiln.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from kiln.runs.gates import GateResult, all_passed, evaluate_gates, parse_gates
-from kiln.runs.layout import read_json_if_present
+from kiln.runs.gates import EVAL_SPLITS, GateResult, all_passed, evaluate_gates, parse_gates
 from kiln.runs.rundir import RunDir
 
-SPLITS = ("train", "val", "test")
+SPLITS = EVAL_SPLITS
 QUALITY_METRICS = tuple(dict.fromkeys(("loss", "accuracy", *CLASSIFICATION_METRICS, *REGRESSION_METRICS)))
 
 
@@ -82,18 +80,13 @@ def config_criteria(root: Path) -> list[str]:
 
 def collect_metrics(root: Path, split: str) -> dict[str, float]:
     """Every metric already measured for the run (see the module docstring for the order)."""
-    from kiln.runs.gates import metrics_from_summary
+    from kiln.runs.gates import recorded_metrics
 
-    summary = RunDir(root).read_summary_if_any()  # a model fetched from the registry may lack it
-    metrics = metrics_from_summary(summary) if summary is not None else {}
-    for name in SPLITS:
-        metrics.update(_numbers(read_json_if_present(root / "eval" / f"metrics_{name}.json")))
+    metrics = recorded_metrics(root)
     prefix = f"{split}_"
-    metrics.update({k[len(prefix):]: v for k, v in list(metrics.items())
-                    if k.startswith(prefix) and k[len(prefix):] in QUALITY_METRICS})
-    cost = read_json_if_present(root / "eval" / "cost.json")  # measured on demand, see _measure
-    metrics.update(_numbers(cost["metrics"] if cost is not None else None))
-    return metrics
+    aliases = {k[len(prefix):]: v for k, v in metrics.items()
+               if k.startswith(prefix) and k[len(prefix):] in QUALITY_METRICS}
+    return {**metrics, **aliases}
 
 
 def _measure(root: Path, missing: set[str], split: str) -> list[str]:
@@ -134,8 +127,3 @@ def _measurable(metric: str) -> bool:
 
 
 
-def _numbers(data: dict[str, Any] | None) -> dict[str, float]:
-    """The numeric values of an eval record; none when it was not written (not measured yet)."""
-    if data is None:
-        return {}
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

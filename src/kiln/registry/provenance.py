@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiln.errors import RegistryError
-from kiln.runs.gates import metrics_from_summary
+from kiln.runs.gates import recorded_metrics
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -73,14 +73,13 @@ def read_summary(run_dir: Path) -> RunSummary:
 def version_metrics(client: MlflowClient, version: ModelVersion) -> tuple[dict[str, float], str]:
     """The metrics gates are checked against, and where they were read.
 
-    The run's summary.json when the run directory is here (it has the best epoch too), else the
-    metrics of the version's MLflow run (their latest values).
+    The run directory's recorded metrics when it is here (summary.json, with the best epoch, and
+    what ``kiln eval``/``kiln gate`` measured into ``eval/``), else the metrics of the version's
+    MLflow run (their latest values).
     """
     run_dir = local_run_dir(version)
     if run_dir is not None and (run_dir / "summary.json").is_file():
-        from kiln.runs.summary import RunSummary
-
-        return metrics_from_summary(RunSummary.read(run_dir / "summary.json")), str(run_dir / "summary.json")
+        return recorded_metrics(run_dir), str(run_dir / "summary.json")
     if not version.run_id:
         raise RegistryError(
             f"version {version.version} of {version.name!r} has no MLflow run, so there are no "

@@ -35,8 +35,8 @@ from kiln.runs.gates import (
     GateResult,
     describe_failures,
     evaluate_gates,
-    metrics_from_summary,
     parse_gates,
+    recorded_metrics,
 )
 from kiln.runs.summary import FINISHED
 
@@ -120,7 +120,7 @@ def register_run(
     model_source = f"runs:/{run_id}/model"
     version = client.create_model_version(name, model_source, run_id=run_id, tags=tags)
     number = int(version.version)
-    results = evaluate_gates(gates, metrics_from_summary(summary))
+    results = evaluate_gates(gates, recorded_metrics(root))  # what kiln gate measured counts too
     if results:
         client.set_model_version_tag(name, str(number), "kiln.gates", json.dumps([r.to_dict() for r in results]))
     if alias is None:

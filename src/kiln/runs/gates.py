@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.catalog import did_you_mean
@@ -163,6 +164,34 @@ def describe_failures(results: Iterable[GateResult]) -> str:
         else:
             lines.append(f"{r.gate}: measured {r.measured:.6g}, which does not meet it")
     return "\n".join(lines)
+
+
+EVAL_SPLITS = ("train", "val", "test")
+
+
+def recorded_metrics(root: Path) -> dict[str, float]:
+    """Every metric measured for the run directory ``root``, merged (later wins): summary.json
+    (``metrics_from_summary``), ``eval/metrics_<split>.json`` of each evaluated split, and
+    ``eval/cost.json`` (``size_mb``, ``latency_p99_ms``...). What ``kiln gate`` measured is what
+    a registration is gated on: a CI pipeline gates once, then registers on the same numbers."""
+    from kiln.runs.layout import read_json_if_present
+    from kiln.runs.rundir import RunDir
+
+    summary = RunDir(root).read_summary_if_any()  # a model fetched from the registry may lack it
+    metrics = metrics_from_summary(summary) if summary is not None else {}
+    for split in EVAL_SPLITS:
+        metrics.update(_numbers(read_json_if_present(root / "eval" / f"metrics_{split}.json")))
+    cost = read_json_if_present(root / "eval" / "cost.json")
+    metrics.update(_numbers(cost["metrics"] if cost is not None else None))
+    return metrics
+
+
+def _numbers(data: dict[str, Any] | None) -> dict[str, float]:
+    """The finite numbers of a metrics record (none when it was not written)."""
+    if data is None:
+        return {}
+    return {k: float(v) for k, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def metrics_from_summary(summary: RunSummary) -> dict[str, float]:

@@ -1,0 +1,98 @@
+"""The GitHub Actions workflow ``kiln init`` writes: ``.github/workflows/kiln.yml``.
+
+Every push and pull request: install (pip cache), get the data, run the project's tests, train
+into a fixed run directory, gate (the table in the log, in markdown on the job's summary page),
+export to ONNX with its parity check, upload the run. On the main
+branch, when the ``MLFLOW_TRACKING_URI`` secret is set: register the model and give it the
+``staging`` alias, gated on the same criteria (the config's ``gate.require``).
+
+The ``run:`` steps are plain shell over kiln's commands, so ``tests/project`` runs them in order,
+in a fresh project, with the kiln under test: a renamed flag breaks kiln's tests, not a user's
+pipeline. Only the ``uses:`` steps (checkout, Python, upload) are GitHub's own.
+"""
+
+from __future__ import annotations
+
+RUN_DIR = "runs/ci"
+INSTALL_STEP = "Install"  # the one run: step the tests leave out: the kiln under test is installed
+
+WORKFLOW = """\
+# Train, gate, export and (on main) register the model on every push.
+# Written by `kiln init`; edit freely. Secrets: MLFLOW_TRACKING_URI (optional) is the MLflow server
+# that tracks the runs and holds the registry; without it, runs are tracked in runs/mlflow.db and
+# nothing is registered.
+name: kiln
+
+on:
+  push:
+  pull_request:
+
+permissions:
+  contents: read
+
+concurrency:
+  group: kiln-${{{{ github.ref }}}}
+  cancel-in-progress: true
+
+env:
+  KILN_RUN: {run_dir}
+  MODEL_NAME: {name}
+  MLFLOW_DISABLE_TELEMETRY: "true"
+  MLFLOW_TRACKING_URI: ${{{{ secrets.MLFLOW_TRACKING_URI }}}}
+
+defaults:
+  run:
+    shell: bash  # -e and -o pipefail: a failed command in a pipe fails its step
+
+jobs:
+  train:
+    runs-on: ubuntu-latest
+    timeout-minutes: 60
+    steps:
+      - uses: actions/checkout@v4
+
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+          cache-dependency-path: requirements.txt
+
+      - name: {install}
+        run: |
+          python -m pip install --upgrade pip
+          pip install -r requirements.txt
+{data_step}
+      - name: Test the model code
+        run: python -m pytest -q tests
+
+      - name: Train
+        run: kiln train -c kiln.yaml --run-dir "$KILN_RUN" --quiet
+
+      - name: Gate  # the table in the log, in markdown on the job's summary page; fails the job
+        run: kiln gate "$KILN_RUN" --format markdown --output "$GITHUB_STEP_SUMMARY"
+
+      - name: Export to ONNX
+        run: kiln export "$KILN_RUN" --format onnx
+
+      - name: Upload the run
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: kiln-run
+          path: ${{{{ env.KILN_RUN }}}}
+          if-no-files-found: ignore
+
+      - name: Register and promote to staging
+        if: github.ref == 'refs/heads/main' && env.MLFLOW_TRACKING_URI != ''
+        run: kiln registry register "$KILN_RUN" --name "$MODEL_NAME" --alias staging
+"""
+
+DATA_STEP = """
+      - name: Get the data
+        run: python scripts/get_data.py
+"""
+
+
+def workflow_text(name: str, has_data_script: bool) -> str:
+    return WORKFLOW.format(run_dir=RUN_DIR, name=name, install=INSTALL_STEP,
+                           data_step=DATA_STEP if has_data_script else "")
