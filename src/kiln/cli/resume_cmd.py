@@ -8,6 +8,7 @@ fails, or had failed (NaN: resuming exactly would fail the same way)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.cli.launch import add_launch_args
@@ -42,7 +43,7 @@ def resume_run(
     from kiln.distributed.worker import worker_process
 
     run_dir(path, up=2)  # a run, its checkpoints/ or one checkpoint; anything else is a usage error
-    if launch_args is not None and wants_launch(launch_args):
+    if launch_args is not None and wants_launch(launch_args, _run_device(path)):
         argv = ["resume", str(path), *(["--quiet"] if quiet else []),
                 *(["--allow-config-change"] if allow_config_change else []), *overrides]
         return launch(launch_args, argv, lambda run_id: None)
@@ -77,3 +78,18 @@ def _starting(plan: ResumePlan) -> str:
     ended = f" ({plan.summary.status})" if plan.summary is not None else ""
     return (f"restarting {plan.run_dir} from step 0: it stopped{ended} before its first checkpoint, "
             "so there is nothing of it to continue from")
+
+
+def _run_device(path: str | Path) -> str:
+    """The resumed run's run.device (``--nproc auto`` honours ``cpu``); auto when unreadable."""
+    from kiln.errors import KilnError
+    from kiln.runs import RunDir
+
+    root = Path(path)
+    for candidate in (root, root.parent, root.parent.parent):
+        if (candidate / "config.yaml").is_file():
+            try:
+                return str(RunDir(candidate).read_config().run.device)
+            except KilnError:  # a damaged config is reported by the resume itself
+                return "auto"
+    return "auto"
