@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.train.test_resume import SendSignal, interrupt_and_resume, last_checkpoint
 
 import kiln
 from kiln.runs import read_summary
 from kiln.testing import tiny_config
 from kiln.train import Trainer
-from tests.train.test_resume import SendSignal, interrupt_and_resume, last_checkpoint
 
 ONE_EPOCH = ("training.epochs=1",)
 

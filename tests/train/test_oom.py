@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.train.test_resume import last_checkpoint
 
 from kiln.runs import read_summary
 from kiln.testing import tiny_config
 from kiln.train import Trainer
 from kiln.train.memory import DeviceOutOfMemory
-from tests.train.test_resume import last_checkpoint
 
 OOM = "model.target=tests.train.hardware_models:OutOfMemoryAt"
 
