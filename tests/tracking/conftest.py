@@ -185,6 +185,54 @@ class DroppingProxy:
                 threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
 
 
+class OutageProxy:
+    """A real TCP proxy on a loopback port in front of ``port`` that can be cut and restored: a
+    tracking server going away mid-run and coming back, on the same address, without paying for
+    a second ``mlflow server`` start-up. ``cut()`` closes the listening socket and every relayed
+    connection (a client then meets a refused connection, as with a stopped server);
+    ``restore()`` listens on the same port again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.own_port = self.listener.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.own_port}"
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._serve()
+
+    def _serve(self) -> None:
+        threading.Thread(target=self._accept, args=(self.listener,), name="outage-proxy", daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by cut()
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        # shutdown() first: close() alone leaves the accept() blocked in the thread listening
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.own_port))  # SO_REUSEADDR on POSIX
+        self._serve()
+
+
 def _relay(source: socket.socket, sink: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := source.recv(65536):

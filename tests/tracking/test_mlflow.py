@@ -19,6 +19,7 @@ from tests.conftest import run_cli
 from tests.tracking.conftest import (
     DroppingProxy,
     MlflowServer,
+    OutageProxy,
     StalledServer,
     free_port,
     live_workers,
@@ -27,6 +28,7 @@ from tests.tracking.plain_mlflow import assert_plain_mlflow_predicts_any_batch
 from typing_extensions import override
 
 import kiln
+from kiln.cli.main import main
 from kiln.config.loader import load_config
 from kiln.data.build import build_data
 from kiln.tasks import build_task
@@ -253,10 +255,10 @@ def test_a_server_that_never_answers_costs_the_run_nothing_but_mlflow(
 
 class OutageOnceLive(Callback):
     """After the second epoch, wait until the run's MLflow run holds an epoch metric (its worker is
-    live), then stop the server: the remaining epochs train through the outage."""
+    live), then cut the server off: the remaining epochs train through the outage."""
 
-    def __init__(self, server: MlflowServer, runs: Path) -> None:
-        self.server, self.runs = server, runs
+    def __init__(self, proxy: OutageProxy, runs: Path) -> None:
+        self.proxy, self.runs = proxy, runs
 
     @override
     def on_epoch_end(self, state: TrainState) -> None:
@@ -266,7 +268,7 @@ class OutageOnceLive(Callback):
         while not self._live():
             assert time.monotonic() < deadline, "the MLflow worker never logged an epoch"
             time.sleep(0.1)
-        self.server.stop()  # the outage, mid-run
+        self.proxy.cut()  # the outage, mid-run
 
     def _live(self) -> bool:
         links = list(self.runs.glob("*/logs/mlflow.json"))
@@ -277,35 +279,39 @@ class OutageOnceLive(Callback):
 
 
 @pytest.mark.slow
-def test_server_outage_mid_run_then_sync_restores_exactly_the_events(tmp_path: Path) -> None:
-    server = MlflowServer(tmp_path / "outage")
-    server.root.mkdir()
-    server.start()
+def test_server_outage_mid_run_then_sync_restores_exactly_the_events(
+    mlflow_server: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The run's tracking server is the shared one behind a proxy that the outage cuts and the
+    # recovery restores on the same address: to the run, a server gone and back (refused
+    # connections, then answers), without two more `mlflow server` start-ups.
+    proxy = OutageProxy(mlflow_server.port)
     try:
         # The server dies mid-run, so the worker must be live from the start (no start delay).
-        cfg = tiny_config(tmp_path / "runs", "training.epochs=12", f"tracking.uri={server.uri}",
+        cfg = tiny_config(tmp_path / "runs", "training.epochs=12", f"tracking.uri={proxy.uri}",
                           "tracking.close_timeout=5", "tracking.log_every_n_steps=20",
                           "tracking.mlflow_start_delay=0", backends=("jsonl", "csv", "mlflow"))
-        result = Trainer(cfg, quiet=True, callbacks=[OutageOnceLive(server, tmp_path / "runs")]).fit()
+        result = Trainer(cfg, quiet=True, callbacks=[OutageOnceLive(proxy, tmp_path / "runs")]).fit()
         assert result.status == "completed"
         run_dir = result.run_dir
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
         assert wait_for_finisher(run_dir), "the MLflow finisher did not give up on the dead server"
 
-        server.start()  # back again: sync fills the gap
-        first = run_cli("sync", str(run_dir))
+        proxy.restore()  # back again: sync fills the gap
+        first = run_cli("sync", str(run_dir))  # the real-process kiln sync of the suite
         assert first.returncode == 0, first.stderr
         assert "model logged" in first.stdout, first.stdout  # the run's end never reached MLflow
         client, run_id = client_for(run_dir)
         assert mlflow_metrics(client, run_id) == epoch_metrics(run_dir)
-        second = run_cli("sync", str(run_dir))
-        assert second.returncode == 0 and ": 0 metric values sent" in second.stdout
+        capsys.readouterr()
+        assert main(["sync", str(run_dir)]) == 0  # the CLI's main() in this process
+        assert ": 0 metric values sent" in capsys.readouterr().out
         assert mlflow_metrics(client, run_id) == epoch_metrics(run_dir)
         # the model kiln sync logged takes any batch in a plain MLflow client (issue 17)
-        assert_plain_mlflow_predicts_any_batch(server.uri, {"synced": f"runs:/{run_id}/model"},
+        assert_plain_mlflow_predicts_any_batch(proxy.uri, {"synced": f"runs:/{run_id}/model"},
                                                {"synced": run_dir}, tmp_path)
     finally:
-        server.stop()
+        proxy.cut()
 
 
 def _epochs_logged(runs: Path, n: int) -> bool:
