@@ -17,7 +17,8 @@ def add_parser(subparsers: Any) -> None:
         "serve", help="serve a model over HTTP (FastAPI + uvicorn, Prometheus metrics)",
         description="Serve a run's model: POST /predict, GET /health, /ready, /metadata, /metrics, "
                     "/docs. The onnx backend (default) uses the run's ONNX export, creating it "
-                    "(with a parity check) when there is none.",
+                    "(with a parity check) when there is none, and refuses an export whose parity "
+                    "record (models/exports.json) failed or is missing unless --allow-unverified.",
         allow_abbrev=False,
     )
     parser.add_argument("source", help="a run directory, models:/NAME@ALIAS | models:/NAME/VERSION, "
@@ -37,6 +38,10 @@ def add_parser(subparsers: Any) -> None:
                              "one model call (default 0: off)")
     parser.add_argument("--grace-seconds", type=float, default=30.0,
                         help="on SIGTERM, how long requests in flight may take to finish (default 30)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="serve an export whose parity record failed or is missing (e.g. an "
+                             ".onnx file copied without models/exports.json); refused otherwise, "
+                             "exit 1. The torch backend serves the reference model and never needs it")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads of ONNX Runtime or torch per process (default 1; "
                              "0: the runtime's default)")
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.serve.model import prepare_model
     from kiln.serve.server import ServeOptions, serve
 
-    source = prepare_model(args.source, args.backend)
+    source = prepare_model(args.source, args.backend, allow_unverified=args.allow_unverified)
     options = ServeOptions(
         host=args.host, port=args.port, workers=args.workers, max_batch=args.max_batch,
         max_body_mb=args.max_body_mb, batch_wait_ms=args.batch_wait_ms,

@@ -33,6 +33,7 @@ def create_app(
     batch_wait_ms: float = 0.0,
     threads: int | None = None,
     multiprocess_metrics: bool = False,
+    allow_unverified: bool = False,
 ) -> Any:
     """A FastAPI app serving ``model`` (a run directory, ``models:/NAME@ALIAS``, an ONNX export,
     or an already prepared/loaded model).
@@ -41,6 +42,8 @@ def create_app(
     request body; ``batch_wait_ms`` > 0 turns on micro-batching with that wait; ``threads`` is the
     runtime's intra-op thread count (see ``load_served_model``). ``multiprocess_metrics`` makes
     ``/metrics`` sum every process sharing $PROMETHEUS_MULTIPROC_DIR (``kiln serve --workers N``).
+    ``allow_unverified`` serves an export whose parity was not verified (see
+    :mod:`kiln.serve.verify`); without it such a model path is refused with ServeError.
     """
     fastapi = require("fastapi")
     for module in ("prometheus_client", "orjson"):
@@ -60,11 +63,13 @@ def create_app(
         raise ServeError(f"max_batch ({max_batch}) and max_body_mb ({max_body_mb}) must be positive "
                          f"and batch_wait_ms ({batch_wait_ms}) a finite number >= 0")
     if not isinstance(model, ServedModel):
-        source = model if isinstance(model, ModelSource) else prepare_model(model, backend)
+        source = (model if isinstance(model, ModelSource)
+                  else prepare_model(model, backend, allow_unverified=allow_unverified))
         model = load_served_model(source, threads)
     served = model
     metrics = ServeMetrics(max_batch, multiprocess_metrics)
-    metrics.model_info.labels(served.source.name, served.source.version, served.backend.name).set(1)
+    metrics.model_info.labels(served.source.name, served.source.version, served.backend.name,
+                              str(served.meta.get("run") or ""), served.parity.verdict).set(1)
     pre = Preprocessor(served.spec, max_batch)
     state: dict[str, Any] = {"ready": False, "batcher": None}
 

@@ -41,8 +41,11 @@ class ServeMetrics:
         # max: every worker sets the same 1, so the model stays one series, without a pid label.
         self.in_progress = Gauge("kiln_requests_in_progress", "Requests being handled now",
                                  registry=r, multiprocess_mode="livesum")
+        # parity: the export's verdict (passed, reference for the eager model; failed, missing or
+        # modified only under --allow-unverified), so an alert can fire on an unverified model.
         self.model_info = Gauge("kiln_model_info", "The served model (value is always 1)",
-                                ["name", "version", "backend"], registry=r, multiprocess_mode="max")
+                                ["name", "version", "backend", "run", "parity"], registry=r,
+                                multiprocess_mode="max")
         self.exposed = _multiprocess_registry() if multiprocess else self.registry
 
     def count_predictions(self, classes: Sequence[str]) -> None:

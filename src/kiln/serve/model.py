@@ -1,8 +1,9 @@
 """What ``kiln serve`` serves: a model package, found from a run, a registry URI or an export file.
 
 ``prepare_model`` does everything that may write or take time once, in the parent process (resolve
-a ``models:/`` URI, create the ONNX export when the run has none), and returns a picklable
-``ModelSource``; ``load_served_model`` then builds the backend from it in each worker.
+a ``models:/`` URI, create the ONNX export when the run has none, refuse an export whose parity
+was not verified: :mod:`kiln.serve.verify`), and returns a picklable ``ModelSource``;
+``load_served_model`` then builds the backend from it in each worker.
 
 >>> served = load_served_model(prepare_model("runs/digits_mlp_20261123_101500"))  # doctest: +SKIP
 >>> served.backend.name  # doctest: +SKIP
@@ -20,6 +21,7 @@ from kiln.catalog import did_you_mean
 from kiln.data.spec import DataSpec
 from kiln.errors import ServeError, exception_line
 from kiln.serve.backends import DEFAULT_BACKEND, SERVE_BACKENDS, Predictor, ServeBackend
+from kiln.serve.verify import ExportParity, check_export, require_verified
 
 log = logging.getLogger("kiln.serve")
 
@@ -34,6 +36,8 @@ class ModelSource:
     version: str
     export_file: Path | None = None  # the export the backend runs (None: the package itself)
     registry: dict[str, Any] = field(default_factory=dict)  # name, version, run id of a models:/ URI
+    parity: ExportParity | None = None  # the verdict on export_file (None: not checked yet)
+    allow_unverified: bool = False  # served even when parity is not verified (--allow-unverified)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ServedModel:
     backend: Predictor
     meta: dict[str, Any]
     export_record: dict[str, Any] | None
+    parity: ExportParity
 
 
 def serve_backend(name: str) -> ServeBackend:
@@ -55,11 +60,14 @@ def serve_backend(name: str) -> ServeBackend:
     return SERVE_BACKENDS.build(name)
 
 
-def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource:
+def prepare_model(source: str | Path, backend: str | None = None, *,
+                  allow_unverified: bool = False) -> ModelSource:
     """Resolve ``source`` and make sure the chosen backend has what it needs.
 
-    ``backend`` None means ONNX Runtime: the run's ONNX export when it has a passing one, else one
-    created now with ``kiln export``'s code (parity-checked, recorded in ``exports.json``).
+    ``backend`` None means ONNX Runtime: the run's ONNX export when it has one, else one created
+    now with ``kiln export``'s code (parity-checked, recorded in ``exports.json``). An export
+    whose parity record failed, is missing or no longer matches the file is refused (ServeError)
+    unless ``allow_unverified``; the torch backend runs the reference itself and is never refused.
     """
     from kiln.models.package_files import resolve_package_dir
 
@@ -80,7 +88,10 @@ def prepare_model(source: str | Path, backend: str | None = None) -> ModelSource
     _refuse_language_models(package_dir)
     given = Path(text) if Path(text).is_file() else None  # a file named on the command line
     export_file = runtime.prepare(package_dir, given)
-    return ModelSource(package_dir.resolve(), chosen, name, version, export_file, registry)
+    parity = check_export(package_dir, export_file)
+    require_verified(parity, package_dir, allow_unverified)
+    return ModelSource(package_dir.resolve(), chosen, name, version, export_file, registry, parity,
+                       allow_unverified)
 
 
 def load_served_model(source: ModelSource, threads: int | None = None) -> ServedModel:
@@ -100,7 +111,24 @@ def load_served_model(source: ModelSource, threads: int | None = None) -> Served
     if source.export_file is not None:
         exports = read_exports(source.package_dir).get("exports", {})
         record = next((r for r in exports.values() if r.get("file") == source.export_file.name), None)
-    return ServedModel(source, spec, predictor, meta, record)
+    parity = source.parity
+    if parity is None or parity.file != (str(source.export_file) if source.export_file else None):
+        parity = check_export(source.package_dir, source.export_file)  # a source built by hand
+    return ServedModel(source, spec, predictor, meta, record, parity)
+
+
+def mlflow_run_id(source: ModelSource) -> str | None:
+    """The MLflow run behind the model: the registry's for a ``models:/`` URI, else the one the
+    local run was tracked in (``logs/mlflow.json``); None for a run tracked without MLflow."""
+    import json
+
+    if source.registry.get("run_id"):
+        return str(source.registry["run_id"])
+    try:
+        link = json.loads((source.package_dir.parent / "logs" / "mlflow.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(link["run_id"]) if isinstance(link, dict) and link.get("run_id") else None
 
 
 def warm_up(served: ServedModel) -> None:

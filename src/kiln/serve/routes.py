@@ -17,11 +17,15 @@ from kiln.serve.predict import json_response
 
 def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> dict[str, Any]:
     """What ``/metadata`` answers: the model, its input contract and the export it runs."""
+    from kiln.serve.model import mlflow_run_id
+
     spec, source, meta = served.spec, served.source, served.meta
     return {
         "name": source.name,
-        "version": source.version,
+        "version": source.version,  # the registry's version, "local" for a run directory
         "run": meta.get("run"),
+        "run_id": mlflow_run_id(source),  # the MLflow run (None: tracked without MLflow)
+        "config_hash": meta.get("config_hash"),
         "registry": source.registry or None,
         "task": spec.task,
         "input": {
@@ -38,6 +42,9 @@ def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> 
         "backend": served.backend.name,
         "model_file": str(source.export_file) if source.export_file else str(source.package_dir / "model.safetensors"),
         "export": served.export_record,
+        # the export's parity verdict; allow_unverified: --allow-unverified was given
+        "parity": {**served.parity.to_dict(), "allow_unverified": source.allow_unverified},
+        "warning": None if served.parity.verified else f"UNVERIFIED export: {served.parity.detail}",
         "model": meta.get("model"),
         "parameters": meta.get("parameters"),
         "kiln_version": meta.get("kiln_version"),

@@ -71,7 +71,8 @@ def serve(source: ModelSource, options: ServeOptions) -> int:
     # Bound before the line below, so that it names the port in use: with --port 0 the kernel
     # picks a free one, and a script reads it there instead of guessing one another may take.
     with _bound_socket(config, options) as sock:
-        print(f"serving {source.name} (version {source.version}, {source.backend}) on "
+        unverified = "" if source.parity is None or source.parity.verified else ", UNVERIFIED export"
+        print(f"serving {source.name} (version {source.version}, {source.backend}{unverified}) on "
               f"http://{options.host}:{sock.getsockname()[1]}  docs: /docs  metrics: /metrics",
               flush=True)
         if options.workers > 1:

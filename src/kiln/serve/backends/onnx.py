@@ -60,12 +60,21 @@ class OnnxPredictor:
 
 
 def _onnx_export(package_dir: Path) -> Path:
-    """The package's passing ONNX export, created with kiln's export code when there is none."""
+    """The package's ONNX export, created with kiln's export code when there is none.
+
+    An export whose record says it failed is returned as it is, not exported again behind the
+    user's back: ``kiln.serve.verify`` then refuses it, naming the record and the fix."""
     from kiln.export.record import read_exports
 
     record = read_exports(package_dir).get("exports", {}).get("onnx")  # OnnxFormat.name
-    if record and record.get("passed") and (package_dir / str(record.get("file"))).is_file():
+    if record and record.get("file") and (package_dir / str(record["file"])).is_file():
         return package_dir / str(record["file"])
+    if record and not record.get("passed"):
+        raise ServeError(
+            f"the ONNX export of {package_dir} failed and left no file ({record.get('error')}); "
+            f"export it again with kiln export {package_dir.parent} --format onnx, or serve the "
+            "eager model with --backend torch"
+        )
     # only now the exporter, which imports torch: serving an existing export does not need it
     from kiln.export.onnx import OnnxFormat
     from kiln.export.run import ExportOptions, export_run
