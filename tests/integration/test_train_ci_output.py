@@ -1,0 +1,59 @@
+"""``kiln train --quiet`` in a CI log: plain lines, no progress bar, no carriage returns or
+terminal escapes on a pipe, and on a terminal no bar either; what it prints is where the run lives
+and the summary table, the same whatever the number of epochs (never a line per batch)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+from kiln.testing.tiny import TINY_OVERRIDES
+from tests.conftest import run_cli
+
+# the tiny config with the progress bar left on (the default): only --quiet may turn it off
+ARGS = [o for o in TINY_OVERRIDES if not o.startswith("run.progress")] + [
+    "training.epochs=3", "tracking.backends=[jsonl]", "checkpoint.enabled=false"]
+BAR = ("epoch 1/3", "\x1b[2K", "\x1b[?25l", "━")  # what rich's live progress bar draws
+
+
+def _on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run ``kiln ARGS`` with stdout and stderr on a pseudo-terminal; exit code and what it showed."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "120", "TERM": "xterm"}
+    process = subprocess.Popen([sys.executable, "-m", "kiln", *args], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the process closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    # the terminal turns each "\n" into "\r\n" (onlcr); a bar's own "\r" stays alone
+    return process.wait(120), b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_quiet_on_a_pipe_prints_plain_lines_and_the_summary(tmp_path: Path) -> None:
+    result = run_cli("train", *ARGS, f"run.output_dir={tmp_path}", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for stream in (result.stdout, result.stderr):
+        assert "\r" not in stream and "\x1b" not in stream  # nothing redrawn, no colour codes
+        assert not any(mark in stream for mark in BAR)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("run directory: ") and lines[1].strip() == "summary"
+    assert any("test_accuracy" in line for line in lines) and any("epochs trained" in line for line in lines)
+    # the start line, the table's title, its 3 rules and its 13 rows: none per epoch or batch
+    assert len(lines) <= 18, result.stdout
+
+
+def test_quiet_on_a_terminal_draws_no_bar(tmp_path: Path) -> None:
+    code, shown = _on_a_terminal(["train", *ARGS, f"run.output_dir={tmp_path}", "--quiet"])
+    assert code == 0, shown
+    assert "\r" not in shown and not any(mark in shown for mark in BAR), shown
+    assert "run directory: " in shown and "test_accuracy" in shown
