@@ -68,7 +68,7 @@ def test_an_option_of_another_entry_names_what_this_one_takes() -> None:
     assert problem("data.synthetic.n_samples=5").endswith("data.synthetic needs data.name synthetic")
     assert problem("model.target=pkg.mod:Net", "model.hidden=[3]") == (
         "model.hidden: not an option of your own model (model.target) (received [3]); with "
-        "model.target set, model takes: name, target, options. Put the arguments of your model "
+        "model.target set, model takes: name, target, options, channels_last. Put the arguments of your model "
         "under model.options"
     )
 

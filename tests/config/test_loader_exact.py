@@ -15,7 +15,7 @@ from kiln.config.overrides import _first_line, apply_overrides, parse_overrides
 from kiln.errors import ConfigError
 
 TRAINING_KEYS = (
-    "backbone_lr_scale, batch_size, betas, early_stopping, epochs, eval_batch_size, eval_batches, "
+    "backbone_lr_scale, batch_size, betas, compile, early_stopping, epochs, eval_batch_size, eval_batches, "
     "eval_every_n_steps, grad_accum, grad_clip, l2, loss, lr, max_steps, momentum, nesterov, optimizer, "
     "precision, scheduler, unfreeze_at_epoch, weight_decay"
 )

@@ -79,3 +79,25 @@ def test_fp16_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, spiky
         assert torch.equal(a[key], b[key]), key
     assert last_checkpoint(run_dir).trainer["amp"] == last_checkpoint(straight).trainer["amp"]
     assert read_summary(run_dir).precision == read_summary(straight).precision
+
+
+def test_channels_last_trains_a_cnn_in_nhwc(tmp_path: Path) -> None:
+    from kiln.errors import ConfigError
+    from kiln.train import Callback, TrainState
+
+    class Layout(Callback):
+        def on_batch_end(self, state: TrainState) -> None:
+            conv = [m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 8 in, 8 out
+            self.nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
+            self.nchw = conv.weight.is_contiguous()
+
+    layout = Layout()
+    cfg = tiny_config(tmp_path, "model.name=cnn", "model.filters=[8, 8]", "model.pool=none", "model.hidden=[16]",
+                      "model.channels_last=true", "training.epochs=1")
+    result = Trainer(cfg, callbacks=[layout], quiet=True).fit()
+    assert result.status == "completed" and result.test_metrics["test_accuracy"] > 0.3
+    assert layout.nhwc and not layout.nchw
+    saved = kiln.load_model(result.run_dir)  # rebuilt in the usual layout, the weights load
+    assert all(p.is_contiguous() for p in saved.parameters())
+    with pytest.raises(ConfigError, match="channels_last"):  # an MLP has no convolution to speed up
+        tiny_config(tmp_path, "model.channels_last=true")

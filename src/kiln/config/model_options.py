@@ -55,6 +55,9 @@ class CnnOptions(ModelConfig):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each dense hidden layer")
     activation: Activation = Field("relu", description="activation after each conv and dense layer")
     batch_norm: bool = Field(False, description="batch norm after each conv / dense layer")
+    channels_last: bool = Field(
+        False, description="train in channels-last memory layout (NHWC): faster convolutions on CUDA tensor cores, with bf16/fp16"
+    )
 
 
 class TransformerOptions(ModelConfig):
@@ -90,6 +93,9 @@ class BackboneOptions(ModelConfig):
     )
     freeze: Literal["none", "backbone"] = Field(
         "none", description="backbone: train the classifier head only (see training.unfreeze_at_epoch)"
+    )
+    channels_last: bool = Field(
+        False, description="train in channels-last memory layout (NHWC): faster convolutions on CUDA tensor cores, with bf16/fp16"
     )
     # False only for a saved model rebuilt before its own weights are loaded (for_loading)
     _fetch_weights: bool = PrivateAttr(True)
@@ -148,3 +154,6 @@ class TargetModel(ModelConfig):
     name: str = Field("custom", description="a label for your model")
     target: str = Field(description='your own nn.Module or factory, "package.module:attr"')
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for `target`")
+    channels_last: bool = Field(
+        False, description="a convolutional model: train in channels-last memory layout (NHWC): faster convolutions on CUDA tensor cores, with bf16/fp16"
+    )

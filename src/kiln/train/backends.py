@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import torch
 
+from kiln.config.model_options import BackboneOptions, CnnOptions, ModelConfig, TargetModel
+
 
 @contextlib.contextmanager
 def cuda_speed(tf32: bool, deterministic: bool) -> Iterator[None]:
@@ -41,3 +43,11 @@ def tf32_effective(tf32: bool, device: torch.device) -> bool:
         return False
     major, _ = torch.cuda.get_device_capability(device)
     return major >= 8
+
+
+def channels_last(model: ModelConfig) -> bool:
+    """``model.channels_last``: an option of the convolutional entries (cnn, torchvision, timm) and
+    of your own model; the others have no convolutions for it to speed up, so no such option.
+    The loop then keeps the weights and 4-d input batches in NHWC order; what is saved is
+    contiguous as always (checkpoints and the model package copy each tensor contiguous)."""
+    return isinstance(model, (CnnOptions, BackboneOptions, TargetModel)) and model.channels_last

@@ -27,6 +27,7 @@ from kiln.runs.layout import RunPaths, create_run_dir, read_json, write_json, wr
 from kiln.tasks import Task, build_task
 from kiln.tracking.jsonl import JsonlTracker
 from kiln.tracking.multi import MultiTracker, build_trackers
+from kiln.train.backends import channels_last
 from kiln.train.callback import Callback
 from kiln.train.callbacks import EarlyStopping, LRSchedule, NanGuard, ProgressBar, TrackingCallback
 from kiln.train.callbacks.checkpointing import Checkpointing
@@ -94,6 +95,8 @@ def build_components(
 ) -> Components:
     """Wire up a run in ``paths``: loaders, optimizer, trackers, checkpoints and callbacks."""
     model.to(device)
+    if channels_last(cfg.model):  # before the optimizer is built: it keeps these very tensors
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     task = build_task(data.spec, cfg.training.loss)
     task.to(device)
     t = cfg.training

@@ -27,7 +27,7 @@ from kiln.config.schema import KilnConfig
 from kiln.data.spec import DataBundle
 from kiln.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its old home
 from kiln.train import memory
-from kiln.train.backends import cuda_speed, tf32_effective
+from kiln.train.backends import channels_last, cuda_speed, tf32_effective
 from kiln.train.callback import Callback, overrides
 from kiln.train.compiling import Compiling
 from kiln.train.denormals import flushing_denormals
@@ -262,11 +262,14 @@ class Trainer:
         accum = t.grad_accum
         l2_weights = weight_matrices(model) if t.l2 > 0 else []
         batches = state.steps_per_epoch
+        nhwc = channels_last(self.config.model)
         model.train()
         for batch in c.train_loader:
             self._fire(Event.BATCH_START)
             inputs, targets = task.split_batch(batch)
             inputs = inputs.to(device, non_blocking=True)  # asynchronous from pinned memory (CUDA)
+            if nhwc and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             targets = targets.to(device, non_blocking=True)
             outputs, loss = compiling.run(self._forward_backward, c, inputs, targets, l2_weights)
             state.batch_in_epoch += 1
