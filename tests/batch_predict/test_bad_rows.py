@@ -158,3 +158,22 @@ def test_the_api_raises_on_a_bad_row_or_skips_it(cancer_run: Path) -> None:
     with pytest.raises(DataError, match="row 3: feature 'mean radius' is missing"):
         kiln.predict(cancer_run, frame)
     assert kiln.predict(cancer_run, frame, on_error="skip")["row"].tolist() == [0, 1, 2, 4]
+
+
+def test_an_unverified_onnx_export_is_refused_as_by_serve(digits_onnx_run: Path, tmp_path: Path) -> None:
+    """An .onnx file without a parity record (copied out of its run) is refused unless
+    --allow-unverified; a run whose export failed parity is predicted with the eager model."""
+    import shutil
+
+    from kiln.errors import ServeError
+
+    digits_csv(tmp_path / "in.csv", 5)
+    run = Path(shutil.copytree(digits_onnx_run, tmp_path / "run"))
+    (run / "models" / "exports.json").unlink()
+    with pytest.raises(ServeError, match="parity"):
+        predict_file(run / "models" / "model.onnx", tmp_path / "in.csv", tmp_path / "a.csv",
+                     PredictOptions(id_columns=("id",)))
+    allowed = predict_file(run / "models" / "model.onnx", tmp_path / "in.csv", tmp_path / "b.csv",
+                           PredictOptions(id_columns=("id",), allow_unverified=True))
+    assert allowed.backend == "onnx" and allowed.predicted == 5
+    assert predict_file(run, tmp_path / "in.csv", tmp_path / "c.csv", PredictOptions(id_columns=("id",))).backend == "torch"

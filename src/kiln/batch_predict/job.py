@@ -49,6 +49,7 @@ class PredictOptions:
     top_k: int = 1
     workers: int = 2  # threads decoding images
     threads: int = 0  # the runtime's intra-op threads (0: its default)
+    allow_unverified: bool = False  # run an ONNX file whose parity record failed or is missing
     id_columns: tuple[str, ...] = ()
     on_error: OnError = "skip"
     overwrite: bool = False
@@ -72,7 +73,8 @@ def predict_file(model: str | Path, input_path: Path, output: Path,
     """Predict every row of ``input_path`` into ``output``; resumes a job killed part-way."""
     _check_paths(input_path, output, options)
     fmt = output_format(output)
-    loaded = load_for_prediction(model, options.backend, options.batch_size, options.threads)
+    loaded = load_for_prediction(model, options.backend, options.batch_size, options.threads,
+                                 options.allow_unverified)
     source = open_source(input_path, loaded, options.id_columns, options.workers)
     size = chunk_size(source, options.chunk_size)
     listing = getattr(source, "paths", None)

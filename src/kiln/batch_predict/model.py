@@ -5,8 +5,9 @@ the backends are ``kiln serve``'s (``kiln.serve.model``), and so is the preproce
 (``kiln.serve.inputs.Preprocessor``): a file predicted here and the same rows sent to
 ``POST /predict`` give the same probabilities. Two defaults differ, on purpose:
 
-- the backend is ONNX Runtime only when the run already has a parity-checked ONNX export (or an
-  ``.onnx`` file is named); otherwise the eager model. A batch job does not write an export into
+- the backend is ONNX Runtime only when the run already has a verified ONNX export (or an
+  ``.onnx`` file is named, which must be verified too, or ``--allow-unverified``); otherwise the
+  eager model. A batch job does not write an export into
   the run as a side effect, as ``kiln serve`` does at start-up;
 - the runtime may use every core by default (a server keeps one thread per call and scales by
   requests); ``--threads`` sets it.
@@ -14,7 +15,6 @@ the backends are ``kiln serve``'s (``kiln.serve.model``), and so is the preproce
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,30 +39,36 @@ class LoadedModel:
 
 
 def load_for_prediction(model: str | Path, backend: str | None, batch_size: int,
-                        threads: int = 0) -> LoadedModel:
+                        threads: int = 0, allow_unverified: bool = False) -> LoadedModel:
     """Resolve, load and warm up ``model``; ServeError/UsageError say what is wrong with it.
 
     ``threads``: the runtime's intra-op threads (0: its default, every core). On a busy machine
     a small model is faster with 1 (measured: the digits MLP on 2 busy cores, 37k rows/s with
     torch's two threads against 157k with one), a large one on an idle machine with all.
+    An ONNX file whose parity record failed, is missing or no longer matches is refused, as by
+    ``kiln serve``, unless ``allow_unverified``.
     """
-    from kiln.export.record import read_exports
     from kiln.serve.inputs import Preprocessor
-    from kiln.serve.model import load_served_model, prepare_model, serve_backend, warm_up
+    from kiln.serve.model import load_served_model, prepare_model, warm_up
 
-    if backend is not None:
-        source = prepare_model(model, backend)
-    else:
-        source = prepare_model(model, "torch")  # resolves; prepares nothing
-        named = Path(str(model))
-        onnx = read_exports(source.package_dir).get("exports", {}).get("onnx") or {}
-        has_onnx = bool(onnx.get("passed")) and (source.package_dir / str(onnx.get("file", ""))).is_file()
-        if (named.is_file() and named.suffix == ".onnx") or has_onnx:
-            given = named if named.is_file() else None
-            export = serve_backend("onnx").prepare(source.package_dir, given)
-            source = dataclasses.replace(source, backend="onnx", export_file=export)
+    chosen = backend if backend is not None else _default_backend(model)
+    source = prepare_model(model, chosen, allow_unverified=allow_unverified)
     served = load_served_model(source, threads=threads)
     warm_up(served)
     files = [source.export_file] if source.export_file is not None else [
         source.package_dir / "model.safetensors", source.package_dir / "model.json"]
     return LoadedModel(served, Preprocessor(served.spec, batch_size), file_hash(files))
+
+
+def _default_backend(model: str | Path) -> str:
+    """onnx for a named ``.onnx`` file or a run whose ONNX export is verified; torch otherwise
+    (a run without an export, or whose export failed parity: the eager model is the reference)."""
+    from kiln.serve.model import prepare_model
+    from kiln.serve.verify import check_export
+
+    named = Path(str(model))
+    if named.is_file() and named.suffix == ".onnx":
+        return "onnx"
+    package_dir = prepare_model(model, "torch").package_dir  # resolves; prepares nothing
+    onnx = package_dir / "model.onnx"
+    return "onnx" if onnx.is_file() and check_export(package_dir, onnx).verified else "torch"

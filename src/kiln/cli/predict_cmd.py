@@ -44,6 +44,9 @@ def add_parser(subparsers: Any) -> None:
                              "fail: stop at the first bad row")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output, or start a partial job over")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="run an ONNX export whose parity record failed, is missing or no longer "
+                             "matches the file (refused otherwise, as by kiln serve)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
     parser.set_defaults(handler=run)
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(
         backend=args.backend, batch_size=args.batch_size, chunk_size=args.chunk_size, top_k=args.top_k,
         workers=args.workers, threads=args.threads, id_columns=tuple(args.id_column), on_error=args.on_error,
-        overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
+        overwrite=args.overwrite, allow_unverified=args.allow_unverified, progress=not args.quiet and sys.stderr.isatty(),
     )
     report = predict_file(args.model, args.input, args.output, options)
     if not args.quiet:
