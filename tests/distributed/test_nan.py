@@ -13,8 +13,9 @@ import torch
 from tests.distributed.conftest import env_for, kiln, overrides
 from tests.distributed.test_ddp import epoch_metrics, final_weights
 
-# 1024 samples, 16 batches of 32 per rank and epoch; rank 1's 5th batch is NaN, in epoch 1.
-NAN = ("data.subset=1024", "training.batch_size=32", "training.epochs=3",
+# 1024 samples, 16 batches of 32 per rank and epoch; rank 1's 5th batch is NaN, in epoch 1. The guard
+# checks every 4 steps (log_every_n_steps), so the weights go back to step 4, the last clean check.
+NAN = ("data.subset=1024", "training.batch_size=32", "training.epochs=3", "tracking.log_every_n_steps=4",
        "model.target=tests.distributed.faulty:NanOnRank")
 
 
