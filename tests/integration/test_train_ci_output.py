@@ -57,3 +57,13 @@ def test_quiet_on_a_terminal_draws_no_bar(tmp_path: Path) -> None:
     assert code == 0, shown
     assert "\r" not in shown and not any(mark in shown for mark in BAR), shown
     assert "run directory: " in shown and "test_accuracy" in shown
+
+
+def test_a_pipe_without_quiet_gets_one_plain_line_per_epoch(tmp_path: Path) -> None:
+    """A CI log of a long run shows it is alive: a line per epoch, nothing redrawn."""
+    result = run_cli("train", *ARGS, f"run.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"], result.stdout
+    assert all("train_loss" in line and "val_loss" in line and line.endswith(" s") for line in epochs)

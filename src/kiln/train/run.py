@@ -97,7 +97,10 @@ def prepare(
         if rank.is_zero:
             write_config(paths, cfg)
             cut_logs(paths, resume.checkpoint)
-    show_progress = cfg.run.progress and not quiet and _is_terminal() and rank.is_zero
+    # a bar on a terminal, a line per epoch elsewhere (CI logs); nothing with --quiet
+    show_progress: str | None = None
+    if cfg.run.progress and not quiet and rank.is_zero:
+        show_progress = "bar" if _is_terminal() else "lines"
     c = build_components(cfg, data, model, device, paths, callbacks, show_progress)
     c.environment["model_source"] = model_source
     if rank.is_zero and (not resuming or not paths.data_splits.exists()):

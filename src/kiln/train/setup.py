@@ -29,7 +29,14 @@ from kiln.tracking.jsonl import JsonlTracker
 from kiln.tracking.multi import MultiTracker, build_trackers
 from kiln.train.backends import channels_last
 from kiln.train.callback import Callback
-from kiln.train.callbacks import EarlyStopping, LRSchedule, NanGuard, ProgressBar, TrackingCallback
+from kiln.train.callbacks import (
+    EarlyStopping,
+    EpochLines,
+    LRSchedule,
+    NanGuard,
+    ProgressBar,
+    TrackingCallback,
+)
 from kiln.train.callbacks.checkpointing import Checkpointing
 from kiln.train.callbacks.fine_tune import fine_tuning
 from kiln.train.callbacks.system_metrics import SystemMetrics
@@ -91,7 +98,7 @@ def build_components(
     device: torch.device,
     paths: RunPaths,
     extra_callbacks: Sequence[Callback],
-    show_progress: bool,
+    show_progress: str | None,  # "bar" on a terminal, "lines" elsewhere, None: nothing
 ) -> Components:
     """Wire up a run in ``paths``: loaders, optimizer, trackers, checkpoints and callbacks."""
     model.to(device)
@@ -171,8 +178,10 @@ def build_components(
     c.callbacks.append(TrackingCallback(tracker, cfg.tracking.log_every_n_steps, cfg.model_dump(mode="json")))
     if cfg.tracking.system_metrics and rank.is_zero:
         c.callbacks.append(SystemMetrics(tracker, cfg.tracking.system_metrics_interval))
-    if show_progress:
+    if show_progress == "bar":
         c.callbacks.append(ProgressBar())
+    elif show_progress == "lines":
+        c.callbacks.append(EpochLines())
     return c
 
 

@@ -1,4 +1,5 @@
-"""A rich progress bar over the batches of each epoch, with the latest loss and epoch metrics."""
+"""How a run shows its progress: a rich bar over each epoch's batches on a terminal, one plain line
+per epoch elsewhere (a CI log, a file), where a redrawn bar would be noise or nothing at all."""
 
 from __future__ import annotations
 
@@ -74,3 +75,20 @@ class ProgressBar(Callback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class EpochLines(Callback):
+    """One line per finished epoch on stdout, flushed: ``epoch 3/20  train_loss 0.1234 ...  1.2 s``.
+
+    For logs that are not a terminal (CI, ``> train.log``, ``kubectl logs``): a long run shows
+    that it is alive and how it goes, with no carriage returns or colour codes.
+    """
+
+    @override
+    def on_epoch_end(self, state: TrainState) -> None:
+        shown = {k: v for k, v in state.metrics.items() if k.startswith(("train_", "val_"))}
+        seconds = state.metrics.get("epoch_time")
+        line = f"epoch {state.epoch + 1}/{state.config.training.epochs}  " + "  ".join(
+            f"{k} {v:.4f}" for k, v in shown.items())
+        print(line + (f"  {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""), flush=True)
+
