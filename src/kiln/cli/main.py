@@ -23,6 +23,8 @@ from kiln.cli import (
     generate_cmd,
     init_cmd,
     models_cmd,
+    monitor_cmd,
+    package_cmd,
     predict_cmd,
     registry_cmd,
     report_cmd,
@@ -40,7 +42,7 @@ from kiln.errors import KilnError, UsageError
 VERBS = (
     train_cmd, resume_cmd, eval_cmd, export_cmd, gate_cmd, report_cmd, runs_cmd, compare_cmd,
     sync_cmd, registry_cmd, ui_cmd, config_cmd, data_cmd, models_cmd, sweep_cmd, serve_cmd,
-    predict_cmd, generate_cmd, tune_cmd, init_cmd,
+    predict_cmd, generate_cmd, tune_cmd, init_cmd, package_cmd, monitor_cmd,
 )
 
 
@@ -80,13 +82,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         interrupted = exc.exit_code in (130, 143)  # stopped by a signal, on purpose
         if not (interrupted and _other_rank()):  # every rank stops; one tells how to resume
-            print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
+            print(str(exc) if interrupted else f"error: {without_worker_traceback(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def without_worker_traceback(exc: BaseException) -> str:
+    """The message of a kiln error raised in a DataLoader worker, without torch's wrapping.
+
+    torch re-raises a worker's exception in the main process as the same type, with the message
+    "Caught DataError in DataLoader worker process 0. Original Traceback (most recent call last):
+    ..." followed by the traceback and the original "kiln.errors.DataError: <message>". The user
+    needs the message (``--debug`` still shows everything).
+    """
+    text = str(exc)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    marker = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+    at = text.rfind(marker)
+    if at == -1:
+        return text
+    worker = text.split(".", 1)[0].removeprefix(f"Caught {type(exc).__name__} in ")
+    return f"{text[at + len(marker):].strip()} (in {worker})"
 
 
 def check_overrides(args: argparse.Namespace) -> None:
