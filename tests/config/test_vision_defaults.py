@@ -38,6 +38,15 @@ def test_timm_weights_give_their_input_size_crop_pct_and_statistics() -> None:
     got = image("model.name=timm", "model.arch=test_resnet", "model.pretrained=true")
     assert (got.size, got.resize_size, got.channels) == (160, 168, 3)  # crop_pct 0.95: floor(160 / 0.95)
     assert got.mean == [0.5, 0.5, 0.5] and got.std == [0.5, 0.5, 0.5]
+    assert got.interpolation == "bilinear"  # this one's cfg says so; most of timm's say bicubic:
+    assert image("model.name=timm", "model.arch=test_convnext", "model.pretrained=true").interpolation == "bicubic"
+
+
+def test_the_weights_resize_filter_is_filled_and_yours_kept() -> None:
+    assert image("model.name=torchvision", "model.arch=resnet18", "model.pretrained=true").interpolation == "bilinear"
+    kept = image("model.name=timm", "model.arch=test_resnet", "model.pretrained=true", "data.image.interpolation=nearest")
+    assert kept.interpolation == "nearest"
+    assert image("model.name=timm", "model.arch=test_resnet").interpolation is None  # from scratch: as written
 
 
 def test_what_you_set_is_kept_and_the_rest_follows_it() -> None:

@@ -38,6 +38,9 @@ class ImageConfig(Section):
         "shorter_side_then_center_crop",
         description="shorter_side_then_center_crop, stretch (ignore the aspect ratio) or pad (whole image, zero borders)",
     )
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
+        None, description="the resize filter; null: the weights' (timm's are mostly bicubic), else bilinear",
+    )
     channels: Literal[1, 3] | None = Field(None, description="1 (grayscale) or 3 (RGB); null: 3")
     mean: Stats | None = Field(None, description="imagenet, dataset (measured on the training split) or one value per channel; null: the weights', else imagenet")
     std: Stats | None = Field(None, description="as mean")

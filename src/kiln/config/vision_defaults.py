@@ -7,8 +7,9 @@ starts from trained weights (``model.pretrained`` or ``model.weights``) and the 
 is validated, and the run's saved config.yaml holds them resolved:
 
 - torchvision: the weights enum's ``transforms()`` (``crop_size``, ``resize_size``, ``mean``,
-  ``std``) of ``model.weights_name``;
-- timm: the architecture's ``pretrained_cfg`` (``input_size``, ``crop_pct``, ``mean``, ``std``).
+  ``std``, ``interpolation``) of ``model.weights_name``;
+- timm: the architecture's ``pretrained_cfg`` (``input_size``, ``crop_pct``, ``mean``, ``std``,
+  ``interpolation``: bicubic for most of timm's weights, where a bilinear resize shifts inputs).
 
 A local ``weights`` file is taken to come from those weights (the library's file copied to an
 offline machine, or a model fine-tuned from it). A ``size`` you set keeps the weights' proportion
@@ -42,6 +43,7 @@ class WeightsPreprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float | None = None  # timm's crop / resize fraction (torchvision: from the sizes)
+    interpolation: str = "bilinear"  # the resize filter the weights were trained with
 
     def resize_for(self, size: int) -> int:
         """The shorter side before a crop to ``size``, in the weights' proportion."""
@@ -64,7 +66,7 @@ def fill_image_defaults(model: ModelConfig, data: DataConfig) -> None:
     if not isinstance(model, BackboneOptions) or not model.starts_pretrained or not isinstance(image, ImageConfig):
         return
     crops = image.resize == "shorter_side_then_center_crop"
-    unset = [k for k in ("size", "channels", "mean", "std") if getattr(image, k) is None]
+    unset = [k for k in ("size", "channels", "mean", "std", "interpolation") if getattr(image, k) is None]
     if crops and image.resize_size is None:
         unset.append("resize_size")
     if not unset:
@@ -77,6 +79,7 @@ def fill_image_defaults(model: ModelConfig, data: DataConfig) -> None:
         "size": size, "channels": channels,
         "mean": image.mean if image.mean is not None else mean,
         "std": image.std if image.std is not None else std,
+        "interpolation": image.interpolation or weights.interpolation,
     }
     if crops and image.resize_size is None:
         filled["resize_size"] = weights.resize_for(size)
@@ -91,6 +94,7 @@ def weights_preprocessing(model: BackboneOptions) -> WeightsPreprocessing:
         return WeightsPreprocessing(
             size=int(transforms.crop_size[0]), resize_size=int(transforms.resize_size[0]),
             mean=tuple(transforms.mean), std=tuple(transforms.std),
+            interpolation=_filter(str(getattr(transforms.interpolation, "value", transforms.interpolation))),
         )
     if isinstance(model, TimmOptions):
         cfg = timm_pretrained_cfg(model.arch)
@@ -98,9 +102,15 @@ def weights_preprocessing(model: BackboneOptions) -> WeightsPreprocessing:
         crop_pct = float(cfg.crop_pct)
         return WeightsPreprocessing(
             size=size, resize_size=math.floor(size / crop_pct), mean=tuple(cfg.mean),
-            std=tuple(cfg.std), crop_pct=crop_pct,
+            std=tuple(cfg.std), crop_pct=crop_pct, interpolation=_filter(str(cfg.interpolation or "")),
         )
     raise TypeError(f"no known weights for model {model.name!r}")
+
+
+def _filter(name: str) -> str:
+    """A library's resize filter as a ``data.image.interpolation`` value (bilinear when it names
+    one kiln does not offer, e.g. timm's "random")."""
+    return name.lower() if name.lower() in ("bilinear", "bicubic", "nearest") else "bilinear"
 
 
 def torchvision_archs() -> list[str]:

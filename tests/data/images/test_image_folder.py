@@ -129,7 +129,8 @@ def test_the_spec_records_classes_preprocessing_and_training_counts(flat: Path) 
     assert spec.input_shape == (3, SIZE, SIZE) and spec.input_dtype == "float32"
     assert (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD)  # the default
     assert spec.extra["preprocess"] == {"size": SIZE, "resize": "shorter_side_then_center_crop", "channels": 3,
-                                        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize_size": None}
+                                        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize_size": None,
+                                        "interpolation": "bilinear"}
     assert spec.extra["class_counts"] == [7, 7, 7]
 
 
@@ -271,3 +272,20 @@ def test_the_datasets_cross_into_worker_processes_by_pickle(files: list[Path]) -
     ds = ImageFolderDataset(files, [1] * 8, PRE, augment=shift, cache="none")
     copy = pickle.loads(pickle.dumps(ds))
     assert torch.equal(copy[(3, 1)][0], ds[(3, 1)][0]) and copy.targets == ds.targets
+
+
+def test_the_resize_filter_is_saved_and_applied() -> None:
+    """data.image.interpolation reaches the package (old packages read as bilinear) and the
+    pixels: a bicubic resize of a sharp edge differs from a bilinear one."""
+    import numpy as np
+    from PIL import Image
+
+    from kiln.data.images.preprocess import Preprocessing
+
+    bicubic = Preprocessing(8, "stretch", 1, (0.0,), (1.0,), interpolation="bicubic")
+    assert Preprocessing.from_dict(bicubic.to_dict()) == bicubic
+    old = {k: v for k, v in bicubic.to_dict().items() if k != "interpolation"}
+    assert Preprocessing.from_dict(old).interpolation == "bilinear"
+    edge = Image.fromarray(np.repeat(np.array([[0] * 16 + [255] * 16], dtype=np.uint8), 32, axis=0))
+    bilinear = Preprocessing(8, "stretch", 1, (0.0,), (1.0,))
+    assert not np.array_equal(bicubic.resized(edge).numpy(), bilinear.resized(edge).numpy())

@@ -222,7 +222,8 @@ def resolve_preprocessing(image: ImageConfig, train: ImageFolderDataset | None =
         return imagenet
 
     return Preprocessing(size=image.size or FALLBACK_SIZE, resize=image.resize, channels=channels,
-                         mean=pick(image.mean, mean, 0), std=pick(image.std, std, 1), resize_size=image.resize_size)
+                         mean=pick(image.mean, mean, 0), std=pick(image.std, std, 1), resize_size=image.resize_size,
+                         interpolation=image.interpolation or "bilinear")
 
 
 def measure_stats(pixels: Callable[[int], torch.Tensor], count: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

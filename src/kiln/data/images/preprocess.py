@@ -37,16 +37,19 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize_size: int | None = None  # shorter_side_then_center_crop: shorter side before the crop
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest (packages before it: bilinear)
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "resize": self.resize, "channels": self.channels,
-                "mean": list(self.mean), "std": list(self.std), "resize_size": self.resize_size}
+                "mean": list(self.mean), "std": list(self.std), "resize_size": self.resize_size,
+                "interpolation": self.interpolation}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(size=int(data["size"]), resize=str(data["resize"]), channels=int(data["channels"]),
                    mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
-                   resize_size=None if data.get("resize_size") is None else int(data["resize_size"]))
+                   resize_size=None if data.get("resize_size") is None else int(data["resize_size"]),
+                   interpolation=str(data.get("interpolation", "bilinear")))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -60,12 +63,13 @@ class Preprocessing:
         from torchvision.transforms import v2
 
         size = self.size
+        mode = v2.InterpolationMode(self.interpolation)
         if self.resize == "stretch":
-            steps = [v2.Resize((size, size), antialias=True)]
+            steps = [v2.Resize((size, size), interpolation=mode, antialias=True)]
         elif self.resize == "pad":  # the whole image, longer side to size, zero borders
-            steps = [v2.Resize(size=None, max_size=size, antialias=True), v2.CenterCrop(size)]
+            steps = [v2.Resize(size=None, max_size=size, interpolation=mode, antialias=True), v2.CenterCrop(size)]
         else:
-            steps = [v2.Resize(self.resize_size or size, antialias=True), v2.CenterCrop(size)]
+            steps = [v2.Resize(self.resize_size or size, interpolation=mode, antialias=True), v2.CenterCrop(size)]
         return [v2.PILToTensor(), *steps]
 
     def normalize_steps(self) -> list[Any]:
