@@ -58,8 +58,10 @@ RUN pip install -r /tmp/kiln/requirements.txt
 {copy_wheels}RUN pip install --no-deps {target} && rm -rf /tmp/kiln \\
     && useradd --uid {USER_ID} --no-create-home --shell /usr/sbin/nologin kiln
 
-# owned by root and read-only to the server: it checks the export's sha256 and never writes here
+# owned by root and read-only to the server, which checks the export's sha256; it writes its
+# state (the prediction log) into serve_state/ beside the package, the one folder it owns
 COPY model/ {MODEL_DIR}/
+RUN mkdir -p {MODEL_DIR}/serve_state && chown {USER_ID} {MODEL_DIR}/serve_state
 
 USER {USER_ID}
 EXPOSE {PORT}
