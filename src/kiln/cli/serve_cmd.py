@@ -1,12 +1,15 @@
 """``kiln serve RUN_DIR|models:/NAME@ALIAS|EXPORT_PATH [--backend onnx|torch] [--port 8000] ...``.
 
 Serves the model over HTTP until SIGTERM (exit 0 once requests in flight have finished) or Ctrl-C.
+Every prediction is logged to ``--state-dir`` (default ``<run>/serve_state/``) for feedback and
+``kiln monitor`` unless ``--no-prediction-log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -45,7 +48,26 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads of ONNX Runtime or torch per process (default 1; "
                              "0: the runtime's default)")
+    _add_monitor_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def _add_monitor_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("monitoring (prediction log, POST /feedback, live accuracy)")
+    group.add_argument("--state-dir", type=Path,
+                       help="where the prediction log (monitor.db) lives; default <run>/serve_state/ "
+                            "for a run or export file, ~/.local/state/kiln/serve/NAME/ for models:/")
+    group.add_argument("--no-prediction-log", action="store_true",
+                       help="log nothing (POST /feedback then answers 409, no accuracy metrics)")
+    group.add_argument("--log-inputs", action="store_true",
+                       help="also store each instance in full, as JSON (default: a summary only: "
+                            "the first 64 values, or per-channel mean and std of an image)")
+    group.add_argument("--log-retention-days", type=float, default=30.0,
+                       help="delete logged predictions older than this (default 30)")
+    group.add_argument("--log-max-mb", type=float, default=1024.0,
+                       help="keep the log under this size, deleting the oldest rows (default 1024)")
+    group.add_argument("--accuracy-window", type=int, default=1000,
+                       help="kiln_model_accuracy covers the last N feedback labels (default 1000)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-body-mb must be positive; --batch-wait-ms, --grace-seconds and "
                          "--threads must not be negative")
     from kiln.cli.args import source as check_source
+    from kiln.monitor.options import check as check_monitor
+    from kiln.monitor.store import Retention
+
+    check_monitor(Retention(args.log_retention_days, args.log_max_mb), args.accuracy_window)
     from kiln.serve.app import require
 
     check_source(args.source)
@@ -71,9 +97,26 @@ def run(args: argparse.Namespace) -> int:
     from kiln.serve.server import ServeOptions, serve
 
     source = prepare_model(args.source, args.backend, allow_unverified=args.allow_unverified)
+    monitor = _monitor_options(args, source)
     options = ServeOptions(
         host=args.host, port=args.port, workers=args.workers, max_batch=args.max_batch,
         max_body_mb=args.max_body_mb, batch_wait_ms=args.batch_wait_ms,
-        grace_seconds=args.grace_seconds, threads=args.threads,
+        grace_seconds=args.grace_seconds, threads=args.threads, monitor=monitor,
     )
     return serve(source, options)
+
+
+def _monitor_options(args: argparse.Namespace, source: Any) -> Any:
+    """The monitoring options, with the log created now: a state directory that cannot be
+    written stops the start here, once, rather than in every worker."""
+    if args.no_prediction_log:
+        return None
+    from kiln.monitor.options import MonitorOptions, default_state_dir
+    from kiln.monitor.store import Retention, create
+
+    state_dir = args.state_dir or default_state_dir(source.package_dir, source.registry.get("name"))
+    options = MonitorOptions(state_dir.resolve(), Retention(args.log_retention_days, args.log_max_mb),
+                             args.log_inputs, args.accuracy_window)
+    path = create(options.state_dir)
+    print(f"prediction log: {path}", flush=True)
+    return options

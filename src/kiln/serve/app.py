@@ -14,10 +14,13 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import require_extra
 from kiln.serve.model import ModelSource, ServedModel
+
+if TYPE_CHECKING:
+    from kiln.monitor.options import MonitorOptions
 
 log = logging.getLogger("kiln.serve")
 
@@ -34,6 +37,7 @@ def create_app(
     threads: int | None = None,
     multiprocess_metrics: bool = False,
     allow_unverified: bool = False,
+    monitor: MonitorOptions | None = None,
 ) -> Any:
     """A FastAPI app serving ``model`` (a run directory, ``models:/NAME@ALIAS``, an ONNX export,
     or an already prepared/loaded model).
@@ -44,6 +48,8 @@ def create_app(
     ``/metrics`` sum every process sharing $PROMETHEUS_MULTIPROC_DIR (``kiln serve --workers N``).
     ``allow_unverified`` serves an export whose parity was not verified (see
     :mod:`kiln.serve.verify`); without it such a model path is refused with ServeError.
+    ``monitor`` turns on the prediction log, ``POST /feedback`` and live accuracy on ``/metrics``
+    (:mod:`kiln.monitor`; ``kiln serve`` turns it on unless --no-prediction-log).
     """
     fastapi = require("fastapi")
     for module in ("prometheus_client", "orjson"):
@@ -55,7 +61,7 @@ def create_app(
     from kiln.serve.model import load_served_model, prepare_model, warm_up
     from kiln.serve.openapi import predict_openapi
     from kiln.serve.predict import PredictHandler
-    from kiln.serve.routes import add_info_routes
+    from kiln.serve.routes import add_feedback_route, add_info_routes
 
     if max_batch < 1 or max_body_mb <= 0 or batch_wait_ms < 0 or not math.isfinite(batch_wait_ms):
         from kiln.errors import ServeError
@@ -72,6 +78,7 @@ def create_app(
                               str(served.meta.get("run") or ""), served.parity.verdict).set(1)
     pre = Preprocessor(served.spec, max_batch)
     state: dict[str, Any] = {"ready": False, "batcher": None}
+    monitoring = None if monitor is None else _monitoring(monitor, served, pre, metrics)
 
     async def direct(batch: Any) -> Any:
         # Called on the event loop: a thread hop costs more than a small model's call.
@@ -88,6 +95,8 @@ def create_app(
             state["batcher"] = MicroBatcher(served.backend.predict, max_batch, batch_wait_ms,
                                             metrics.batch_size.observe)
             state["batcher"].start()
+        if monitoring is not None:
+            monitoring.start()
         state["ready"] = True
         log.info("serving %s version %s with %s", served.source.name, served.source.version,
                  served.backend.name)
@@ -97,6 +106,8 @@ def create_app(
             state["ready"] = False
             if state["batcher"] is not None:
                 await state["batcher"].stop()
+            if monitoring is not None:  # after the requests in flight: their predictions commit
+                monitoring.stop()
 
     app = fastapi.FastAPI(
         title=f"kiln: {served.source.name}", version=served.source.version, lifespan=lifespan,
@@ -105,18 +116,36 @@ def create_app(
                     f"{math.prod(served.spec.input_shape)} values)"
                     + (f" or a {pre.formats_text} image." if pre.image_model else "."),
     )
-    handler = PredictHandler(served, pre, metrics, batched if batch_wait_ms > 0 else direct)
+    handler = PredictHandler(served, pre, metrics, batched if batch_wait_ms > 0 else direct,
+                             None if monitoring is None else monitoring.log.record)
     app.add_api_route("/predict", handler, methods=["POST"], summary="Predict classes of instances or an image",
                       openapi_extra=predict_openapi(pre), response_model=None,
                       responses=_error_responses())
     add_info_routes(app, served, metrics, pre, lambda: bool(state["ready"]),
                     {"max_batch": max_batch, "max_body_bytes": int(max_body_mb * MB),
-                     "batch_wait_ms": batch_wait_ms})
+                     "batch_wait_ms": batch_wait_ms},
+                    None if monitoring is None else str(monitoring.path))
+    add_feedback_route(app, monitoring)
     app.add_middleware(BodyLimitMiddleware, limit=int(max_body_mb * MB))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees the 413s too
     app.state.metrics = metrics
     app.state.served = served
     return app
+
+
+def _monitoring(options: MonitorOptions, served: ServedModel, pre: Any, metrics: Any) -> Any:
+    """The prediction log and feedback of this process, its accuracy on the exposed registry."""
+    from kiln.monitor.serving import Monitoring
+    from kiln.monitor.summary import InputSummary
+
+    spec = served.spec
+    classes = [] if spec.task == "regression" else (
+        list(spec.class_names) or [str(i) for i in range(spec.output_size)])
+    monitoring = Monitoring.open(options, served.source.name, served.source.version, classes,
+                                 InputSummary(pre.shape, pre.mean, pre.std, pre.image_model),
+                                 on_drop=metrics.log_dropped.inc)
+    metrics.exposed.register(monitoring.collector)
+    return monitoring
 
 
 def _error_responses() -> dict[int | str, dict[str, Any]]:

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ENDPOINTS = ("/predict", "/health", "/ready", "/metadata", "/metrics", "/docs", "/openapi.json")
+ENDPOINTS = ("/predict", "/feedback", "/health", "/ready", "/metadata", "/metrics", "/docs", "/openapi.json")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
 class ServeMetrics:
-    """The six metrics the server exports; ``exposed`` is the registry ``/metrics`` renders: this
+    """The seven metrics the server exports; ``exposed`` is the registry ``/metrics`` renders: this
     app's own, or with ``multiprocess`` the aggregate of every process sharing the directory."""
 
     def __init__(self, max_batch: int, multiprocess: bool = False) -> None:
@@ -46,6 +46,9 @@ class ServeMetrics:
         self.model_info = Gauge("kiln_model_info", "The served model (value is always 1)",
                                 ["name", "version", "backend", "run", "parity"], registry=r,
                                 multiprocess_mode="max")
+        # the log's writer never makes a request wait: a batch it cannot take is counted here
+        self.log_dropped = Counter("kiln_prediction_log_dropped", "Predictions not written to the "
+                                   "prediction log (queue full or write failed)", registry=r)
         self.exposed = _multiprocess_registry() if multiprocess else self.registry
 
     def count_predictions(self, classes: Sequence[str]) -> None:

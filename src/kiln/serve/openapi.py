@@ -1,4 +1,5 @@
-"""The OpenAPI description of ``POST /predict``'s body, built from the model's input shape.
+"""The OpenAPI description of ``POST /predict``'s body, built from the model's input shape, and
+of ``POST /feedback``'s.
 
 The route parses its body itself (for error messages that name the expected shape, and speed),
 so FastAPI cannot infer the schema; it is written here instead, precise enough for a client
@@ -44,3 +45,24 @@ def predict_openapi(pre: Preprocessor) -> dict[str, Any]:
                                                    "model's input"}},
         }}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def feedback_openapi() -> dict[str, Any]:
+    from kiln.monitor.feedback import MAX_ITEMS
+
+    item = {
+        "type": "object", "required": ["request_id", "label"], "additionalProperties": False,
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1,
+                           "description": "the request_id of a /predict answer"},
+            "label": {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                      "description": "the true class: its name, or its index"},
+            "index": {"type": "integer", "minimum": 0,
+                      "description": "which instance of the request (needed when it sent several)"},
+        },
+    }
+    batch = {"type": "object", "required": ["feedback"], "additionalProperties": False,
+             "properties": {"feedback": {"type": "array", "items": item, "minItems": 1,
+                                         "maxItems": MAX_ITEMS}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"anyOf": [item, batch]}}}}}

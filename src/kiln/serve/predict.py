@@ -37,8 +37,10 @@ class PredictHandler:
     """Holds what one app's ``/predict`` needs; ``run`` is the model call (direct or batched)."""
 
     def __init__(self, served: ServedModel, pre: Preprocessor, metrics: ServeMetrics,
-                 run: Callable[[Array], Awaitable[Array]]) -> None:
+                 run: Callable[[Array], Awaitable[Array]],
+                 record: Callable[[str, Array, Array], None] | None = None) -> None:
         self.served = served
+        self.record = record  # the prediction log's (kiln.monitor): only queues, never waits
         self.pre = pre
         self.metrics = metrics
         self.run = run
@@ -63,7 +65,10 @@ class PredictHandler:
             return json_response(500, {
                 "error": "the model failed on this request; the server log has the details under "
                          "this request id", "request_id": request_id}, request_id)
-        return json_response(200, self._answer(probabilities, request_id), request_id)
+        answer = self._answer(probabilities, request_id)
+        if self.record is not None:
+            self.record(request_id, batch, probabilities)
+        return json_response(200, answer, request_id)
 
     async def _batch(self, request: Request) -> Array:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

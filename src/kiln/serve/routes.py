@@ -1,4 +1,5 @@
-"""The read-only endpoints: ``/health``, ``/ready``, ``/metadata`` and ``/metrics``."""
+"""The read-only endpoints: ``/health``, ``/ready``, ``/metadata`` and ``/metrics``; and
+``POST /feedback``, which hands true labels to :mod:`kiln.monitor`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
 from starlette.responses import Response
 
+from kiln.errors import InputError
 from kiln.serve.inputs import Preprocessor
 from kiln.serve.metrics import ServeMetrics
 from kiln.serve.model import ServedModel
 from kiln.serve.predict import json_response
 
 
-def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> dict[str, Any]:
+def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any],
+             prediction_log: str | None = None) -> dict[str, Any]:
     """What ``/metadata`` answers: the model, its input contract and the export it runs."""
     from kiln.serve.model import mlflow_run_id
 
@@ -49,12 +53,14 @@ def metadata(served: ServedModel, pre: Preprocessor, limits: dict[str, Any]) -> 
         "parameters": meta.get("parameters"),
         "kiln_version": meta.get("kiln_version"),
         "limits": limits,
+        "prediction_log": prediction_log,  # the log's file (None: --no-prediction-log)
     }
 
 
 def add_info_routes(app: Any, served: ServedModel, metrics: ServeMetrics, pre: Preprocessor,
-                    ready: Callable[[], bool], limits: dict[str, Any]) -> None:
-    info = metadata(served, pre, limits)
+                    ready: Callable[[], bool], limits: dict[str, Any],
+                    prediction_log: str | None = None) -> None:
+    info = metadata(served, pre, limits, prediction_log)
 
     async def health() -> Response:
         return json_response(200, {"status": "alive"})
@@ -75,3 +81,38 @@ def add_info_routes(app: Any, served: ServedModel, metrics: ServeMetrics, pre: P
                       responses={503: {"description": "Still loading"}})
     app.add_api_route("/metadata", get_metadata, methods=["GET"], summary="Model, input contract, export")
     app.add_api_route("/metrics", get_metrics, methods=["GET"], summary="Prometheus metrics (text format)")
+
+
+def add_feedback_route(app: Any, monitoring: Any) -> None:
+    """``POST /feedback`` (``monitoring``: a :class:`kiln.monitor.serving.Monitoring`, None when
+    the log is off); the body is checked, joined and written on a worker thread, off the loop."""
+    import sqlite3
+
+    from starlette.concurrency import run_in_threadpool
+
+    from kiln.serve.openapi import feedback_openapi
+
+    async def feedback(request: Request) -> Response:
+        body = await request.body()
+        if monitoring is None:
+            return json_response(409, {"error": "this server runs with --no-prediction-log: no "
+                                                "prediction is logged, so no feedback can be joined "
+                                                "with one; restart it without that flag"})
+        try:
+            result = await run_in_threadpool(monitoring.feedback, body)
+        except InputError as exc:
+            return json_response(exc.status, {"error": str(exc)})
+        except sqlite3.Error as exc:  # the file is locked past the busy timeout, or the disk is full
+            return json_response(503, {"error": f"the prediction log cannot be written now ({exc}); "
+                                                "retry later"})
+        return json_response(200, result)
+
+    app.add_api_route("/feedback", feedback, methods=["POST"], response_model=None,
+                      summary="True labels for logged predictions (live accuracy on /metrics)",
+                      openapi_extra=feedback_openapi(), responses={
+                          400: {"description": "Malformed JSON"},
+                          404: {"description": "A request id the prediction log does not hold"},
+                          409: {"description": "A different label was recorded already, or the log is off"},
+                          413: {"description": "Too many feedback items, or body over the size limit"},
+                          422: {"description": "Wrong shape, unknown label or instance index"},
+                      })

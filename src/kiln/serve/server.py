@@ -21,9 +21,12 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.serve.model import ModelSource, ServedModel
+
+if TYPE_CHECKING:
+    from kiln.monitor.options import MonitorOptions
 
 log = logging.getLogger("kiln.serve")
 
@@ -39,6 +42,7 @@ class ServeOptions:
     grace_seconds: float = 30.0
     threads: int = 1
     log_level: str = "warning"
+    monitor: MonitorOptions | None = None  # the prediction log and feedback (None: off)
 
 
 def build_app(source: ModelSource | ServedModel, options: ServeOptions) -> Any:
@@ -47,7 +51,7 @@ def build_app(source: ModelSource | ServedModel, options: ServeOptions) -> Any:
 
     return create_app(source, max_batch=options.max_batch, max_body_mb=options.max_body_mb,
                       batch_wait_ms=options.batch_wait_ms, threads=options.threads,
-                      multiprocess_metrics=options.workers > 1)
+                      multiprocess_metrics=options.workers > 1, monitor=options.monitor)
 
 
 def serve(source: ModelSource, options: ServeOptions) -> int:

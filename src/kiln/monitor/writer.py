@@ -1,0 +1,182 @@
+"""The prediction log's writer: a background thread with a bounded queue, one per process.
+
+``/predict`` hands each answered batch to ``PredictionLog.record``, which only puts a reference
+on a queue (about a microsecond): summarizing the inputs, serializing and the SQLite commit all
+happen on the writer thread, so a slow disk or a lock held by another worker never delays an
+answer. When the queue is full (the disk cannot keep up) the batch is dropped and counted
+(``kiln_prediction_log_dropped_total``), again so that the log never slows serving.
+
+A prediction is *committed* once the writer's transaction holding it commits; from then on it
+survives the death of the process. ``stop`` (the app's shutdown, after uvicorn has let requests
+in flight finish on SIGTERM) writes everything still queued before returning. The writer also
+prunes the log to its retention every ``prune_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiln.monitor.store import Retention, connect, insert_predictions, prune
+from kiln.monitor.summary import InputSummary
+
+log = logging.getLogger("kiln.monitor")
+
+QUEUE_SIZE = 10_000  # batches; at a few hundred bytes of row each, a few MB at most
+MAX_ROWS_PER_COMMIT = 2_000
+PRUNE_SECONDS = 60.0
+_IDLE = object()  # the queue stayed empty until pruning was due
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """The served model as the log names it."""
+
+    name: str
+    version: str
+    class_names: Sequence[str]  # empty for a regression model
+    summary: InputSummary
+
+
+class PredictionLog:
+    """Appends every prediction to the log at ``path``, off the request path.
+
+    >>> plog = PredictionLog(path, model, Retention())  # doctest: +SKIP
+    >>> plog.start(); plog.record("3f2a...", batch, probabilities); plog.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, model: LoggedModel, retention: Retention, *,
+                 log_inputs: bool = False, queue_size: int = QUEUE_SIZE,
+                 prune_seconds: float = PRUNE_SECONDS,
+                 on_drop: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self.model = model
+        self.retention = retention
+        self.log_inputs = log_inputs
+        self.prune_seconds = prune_seconds
+        self.on_drop = on_drop
+        self.queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self.thread: threading.Thread | None = None
+        self.dropped = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="kiln-prediction-log", daemon=True)
+        self.thread.start()
+
+    def record(self, request_id: str, batch: Any, outputs: Any) -> None:
+        """Queue one answered request: its id, its (normalized) batch and the model's outputs."""
+        try:
+            self.queue.put_nowait((time.time(), request_id, batch, outputs))
+        except queue.Full:
+            self._drop(len(batch), "the queue is full (the log's disk cannot keep up)")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded so far is committed; False if that took over ``timeout``."""
+        done = threading.Event()
+        try:
+            self.queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then end the thread (the app's shutdown calls this)."""
+        if self.thread is None:
+            return
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("prediction log: the writer did not drain its queue in %.0fs; %d queued "
+                      "predictions are lost", timeout, self.queue.qsize())
+            return
+        self.thread.join(timeout)
+        self.thread = None
+
+    def _drop(self, count: int, why: str) -> None:
+        if self.dropped == 0 or why.startswith("the write failed"):
+            log.warning("prediction log: %d predictions not logged: %s", count, why)
+        self.dropped += count
+        if self.on_drop is not None:
+            self.on_drop(count)
+
+    def _run(self) -> None:
+        connection = connect(self.path)
+        next_prune = time.monotonic()  # once at start: a server down for weeks comes back pruned
+        try:
+            while True:
+                try:
+                    first = self.queue.get(timeout=max(0.0, next_prune - time.monotonic()))
+                except queue.Empty:
+                    first = _IDLE
+                stop, rows, waiting = self._take(first)
+                if rows:
+                    try:
+                        insert_predictions(connection, rows)
+                    except Exception as exc:
+                        self._drop(len(rows), f"the write failed ({exc})")
+                for event in waiting:
+                    event.set()
+                if stop:
+                    return
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.prune_seconds
+                    try:
+                        prune(connection, self.retention)
+                    except Exception as exc:
+                        log.warning("prediction log: pruning %s failed (%s); retried in %.0fs",
+                                    self.path, exc, self.prune_seconds)
+        finally:
+            connection.close()
+
+    def _take(self, first: Any) -> tuple[bool, list[tuple[Any, ...]], list[threading.Event]]:
+        """``first`` and whatever else is queued now, up to a commit's worth of rows."""
+        stop, rows, waiting = False, [], []
+        item = first
+        while True:
+            if item is None:
+                stop = True
+            elif isinstance(item, threading.Event):
+                waiting.append(item)
+            elif item is not _IDLE:
+                try:
+                    rows.extend(self._rows(*item))
+                except Exception as exc:  # never let one odd batch end the writer
+                    self._drop(len(item[2]), f"the write failed (summarizing: {exc})")
+            if stop or len(rows) >= MAX_ROWS_PER_COMMIT:
+                return stop, rows, waiting
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return stop, rows, waiting
+
+    def _rows(self, when: float, request_id: str, batch: Any, outputs: Any) -> list[tuple[Any, ...]]:
+        import orjson
+
+        model = self.model
+        summaries = model.summary.rows(batch)
+        inputs: list[bytes | None] = [None] * len(batch)
+        if self.log_inputs:
+            raw = model.summary.raw(batch)
+            inputs = [orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY) for x in raw]
+        outputs = np.asarray(outputs)
+        rows: list[tuple[Any, ...]] = []
+        for i, summary in enumerate(summaries):
+            text = orjson.dumps(summary).decode()
+            raw_input = None if inputs[i] is None else inputs[i].decode()  # type: ignore[union-attr]
+            if model.class_names:
+                c = int(outputs[i].argmax())
+                rows.append((request_id, i, when, model.name, model.version, c, model.class_names[c],
+                             float(outputs[i, c]), None, text, raw_input))
+            else:
+                rows.append((request_id, i, when, model.name, model.version, None, None, None,
+                             float(outputs[i, 0]), text, raw_input))
+        return rows
