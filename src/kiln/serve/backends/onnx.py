@@ -38,7 +38,7 @@ class OnnxPredictor:
     name = "onnx"
 
     def __init__(self, path: Path, task: str, threads: int = 1) -> None:
-        ort = require_extra("onnxruntime", "export")
+        ort = require_extra("onnxruntime", "serve-onnx")  # serve-onnx: what a server needs; export has it too
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
