@@ -17,7 +17,7 @@ import yaml
 from kiln.cli.main import main
 from kiln.config import load_config
 from kiln.project import TEMPLATES, init_project
-from kiln.project.workflow import INSTALL_STEP
+from kiln.project.workflow import INSTALL_STEP, PUSH_STEP
 from tests.conftest import require_tool
 from tests.tracking.conftest import MlflowServer, mlflow_server  # noqa: F401 (a fixture)
 
@@ -110,22 +110,26 @@ def test_the_digits_workflow_runs_step_by_step(tmp_path: Path, mlflow_server: Ml
     workflow = yaml.safe_load((project / ".github/workflows/kiln.yml").read_text())
     summary = tmp_path / "summary.md"
     bin_dir = str(Path(sys.executable).parent)  # the kiln under test comes first on PATH
-    env = {**os.environ, **_shell_env(workflow, {"MLFLOW_TRACKING_URI": mlflow_server.uri}),
+    secrets = {"MLFLOW_TRACKING_URI": mlflow_server.uri, "IMAGE_REGISTRY": "registry.example/team"}
+    env = {**os.environ, **_shell_env(workflow, secrets),
            "PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_STEP_SUMMARY": str(summary),
            "GITHUB_REF": "refs/heads/main"}
     ran = []
     for step in _steps(workflow):
-        if step.get("name") == INSTALL_STEP:
+        if step.get("name") in (INSTALL_STEP, PUSH_STEP):  # the kiln under test; docker has no daemon here
             continue
         condition = step.get("if", "")
-        if condition:  # the one condition the workflow has: main branch and a tracking server
-            assert condition == "github.ref == 'refs/heads/main' && env.MLFLOW_TRACKING_URI != ''"
+        if condition:  # main branch with a tracking server, or with an image registry (both "set" here)
+            assert condition in ("github.ref == 'refs/heads/main' && env.MLFLOW_TRACKING_URI != ''",
+                                 "github.ref == 'refs/heads/main' && env.IMAGE_REGISTRY != ''")
         done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=project,
-                              env=env, capture_output=True, text=True, timeout=600)
+                              env={**env, **step.get("env", {})}, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"step {step.get('name')!r} failed:\n{done.stdout}\n{done.stderr}"
         ran.append(step.get("name"))
-    assert ran == ["Test the model code", "Train", "Gate", "Export to ONNX", "Register and promote to staging"]
+    assert ran == ["Test the model code", "Train", "Gate", "Export to ONNX", "Register and promote to staging",
+                   "Package the serving image"]
     assert (project / "runs/ci/models/model.onnx").is_file()
+    assert (project / "build/image/Dockerfile").is_file()  # what the push step builds
     assert "test_accuracy" in summary.read_text() and "|" in summary.read_text()  # the markdown table
     from mlflow import MlflowClient
 

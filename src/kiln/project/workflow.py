@@ -2,9 +2,10 @@
 
 Every push and pull request: install (pip cache), get the data, run the project's tests, train
 into a fixed run directory, gate (the table in the log, in markdown on the job's summary page),
-export to ONNX with its parity check, upload the run. On the main
-branch, when the ``MLFLOW_TRACKING_URI`` secret is set: register the model and give it the
-``staging`` alias, gated on the same criteria (the config's ``gate.require``).
+export to ONNX with its parity check, upload the run. On the main branch, when the
+``MLFLOW_TRACKING_URI`` secret is set: register the model and give it the ``staging`` alias,
+gated on the same criteria (the config's ``gate.require``); when the ``IMAGE_REGISTRY`` secret is
+set: ``kiln package`` the serving image's build context, build it and push it.
 
 The ``run:`` steps are plain shell over kiln's commands, so ``tests/project`` runs them in order,
 in a fresh project, with the kiln under test: a renamed flag breaks kiln's tests, not a user's
@@ -14,13 +15,14 @@ pipeline. Only the ``uses:`` steps (checkout, Python, upload) are GitHub's own.
 from __future__ import annotations
 
 RUN_DIR = "runs/ci"
-INSTALL_STEP = "Install"  # the one run: step the tests leave out: the kiln under test is installed
+INSTALL_STEP = "Install"  # a run: step the tests leave out: the kiln under test is installed
+PUSH_STEP = "Build and push the serving image"  # and this one: docker needs a daemon and a registry
 
 WORKFLOW = """\
 # Train, gate, export and (on main) register the model on every push.
-# Written by `kiln init`; edit freely. Secrets: MLFLOW_TRACKING_URI (optional) is the MLflow server
-# that tracks the runs and holds the registry; without it, runs are tracked in runs/mlflow.db and
-# nothing is registered.
+# Written by `kiln init`; edit freely. Secrets, all optional: MLFLOW_TRACKING_URI is the MLflow
+# server that tracks the runs and holds the registry (without it, runs are tracked in runs/mlflow.db
+# and nothing is registered); IMAGE_REGISTRY (+ _USER, _PASSWORD) receives the serving image.
 name: kiln
 
 on:
@@ -39,6 +41,7 @@ env:
   MODEL_NAME: {name}
   MLFLOW_DISABLE_TELEMETRY: "true"
   MLFLOW_TRACKING_URI: ${{{{ secrets.MLFLOW_TRACKING_URI }}}}
+  IMAGE_REGISTRY: ${{{{ secrets.IMAGE_REGISTRY }}}}
 
 defaults:
   run:
@@ -85,6 +88,27 @@ jobs:
       - name: Register and promote to staging
         if: github.ref == 'refs/heads/main' && env.MLFLOW_TRACKING_URI != ''
         run: kiln registry register "$KILN_RUN" --name "$MODEL_NAME" --alias staging
+
+      # The serving image (ONNX Runtime, no torch), when the secret IMAGE_REGISTRY names a registry
+      # (e.g. ghcr.io/OWNER) and IMAGE_REGISTRY_USER / IMAGE_REGISTRY_PASSWORD can push to it.
+      - name: Package the serving image
+        if: github.ref == 'refs/heads/main' && env.IMAGE_REGISTRY != ''
+        run: kiln package "$KILN_RUN" --output build/image
+
+      - name: Log in to the image registry
+        if: github.ref == 'refs/heads/main' && env.IMAGE_REGISTRY != ''
+        uses: docker/login-action@v3
+        with:
+          registry: ${{{{ env.IMAGE_REGISTRY }}}}
+          username: ${{{{ secrets.IMAGE_REGISTRY_USER }}}}
+          password: ${{{{ secrets.IMAGE_REGISTRY_PASSWORD }}}}
+
+      - name: {push}
+        if: github.ref == 'refs/heads/main' && env.IMAGE_REGISTRY != ''
+        run: |
+          image="$IMAGE_REGISTRY/$MODEL_NAME:${{GITHUB_SHA::12}}"
+          docker build --tag "$image" build/image
+          docker push "$image"
 """
 
 DATA_STEP = """
@@ -94,5 +118,5 @@ DATA_STEP = """
 
 
 def workflow_text(name: str, has_data_script: bool) -> str:
-    return WORKFLOW.format(run_dir=RUN_DIR, name=name, install=INSTALL_STEP,
+    return WORKFLOW.format(run_dir=RUN_DIR, name=name, install=INSTALL_STEP, push=PUSH_STEP,
                            data_step=DATA_STEP if has_data_script else "")
