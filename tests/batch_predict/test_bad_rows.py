@@ -83,10 +83,10 @@ def test_bad_json_lines(trained_run: Path, tmp_path: Path) -> None:
              json.dumps([1e300] * 64), "[" + ",".join(["NaN"] * 64) + "]", good]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     report = predict_file(trained_run, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
-    assert (report.rows, report.predicted, report.failed) == (10, 2, 8)
+    assert (report.rows, report.predicted, report.failed) == (10, 2, 7)  # the blank line 2: skipped
     reasons = {e["row"]: str(e["reason"]) for e in _errors(tmp_path / "out.jsonl")}
-    assert list(reasons) == [1, 2, 3, 4, 5, 6, 7, 8]
-    for row, text in {1: "the line is empty", 2: "not valid JSON", 3: "holds a JSON dict", 4: "ragged",
+    assert list(reasons) == [2, 3, 4, 5, 6, 7, 8]
+    for row, text in {2: "not valid JSON", 3: "holds a JSON dict", 4: "ragged",
                       5: "other than numbers", 6: "has shape [3]", 7: "too large for float32",
                       8: "not valid JSON"}.items():
         assert text in reasons[row], (row, reasons[row])
@@ -177,3 +177,26 @@ def test_an_unverified_onnx_export_is_refused_as_by_serve(digits_onnx_run: Path,
                            PredictOptions(id_columns=("id",), allow_unverified=True))
     assert allowed.backend == "onnx" and allowed.predicted == 5
     assert predict_file(run, tmp_path / "in.csv", tmp_path / "c.csv", PredictOptions(id_columns=("id",))).backend == "torch"
+
+
+def test_blank_lines_are_skipped_and_keep_their_numbers(trained_run: Path, tmp_path: Path) -> None:
+    """A trailing blank line (or a few, files joined with cat) is not a record: exit 0."""
+    digits_csv(tmp_path / "in.csv", 6)
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    (tmp_path / "in.csv").write_text("\n".join([*lines[:3], "", *lines[3:]]) + "\n\n\n")
+    report = predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv", PredictOptions(id_columns=("id",)))
+    assert (report.predicted, report.failed) == (6, 0)
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    assert out["row"].tolist() == [0, 1, 3, 4, 5, 6]  # the blank line was row 2 (line 4)
+    assert out["id"].tolist() == [f"{i:06d}" for i in range(6)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_input_without_rows_gives_an_output_with_its_columns(trained_run: Path, tmp_path: Path, suffix: str) -> None:
+    digits_csv(tmp_path / "in.csv", 1)
+    header = (tmp_path / "in.csv").read_text().splitlines()[0]
+    (tmp_path / "in.csv").write_text(header + "\n")
+    report = predict_file(trained_run, tmp_path / "in.csv", tmp_path / f"out{suffix}", PredictOptions(id_columns=("id",)))
+    assert (report.rows, report.predicted, report.failed) == (0, 0, 0)
+    frame = pd.read_csv(tmp_path / "out.csv") if suffix == ".csv" else pd.read_parquet(tmp_path / "out.parquet")
+    assert list(frame.columns) == ["row", "id", "class", "class_name", "probability"] and frame.empty

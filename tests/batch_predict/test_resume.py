@@ -116,8 +116,10 @@ def test_a_changed_input_or_model_is_refused_and_overwrite_starts_over(trained_r
         predict_file(digits_onnx_run, source, output, PredictOptions(chunk_size=100, id_columns=("id",)))
     with pytest.raises(UsageError, match=r"the options changed since it was started \(top_k: 1 then, 2 now\)"):
         predict_file(trained_run, source, output, PredictOptions(chunk_size=100, id_columns=("id",), top_k=2))
-    source.write_text(source.read_text().replace("000399,", "000399x,"))  # same size, other bytes
-    os.utime(source, ns=(0, os.stat(source).st_mtime_ns))
+    before = os.stat(source)
+    source.write_text(source.read_text().replace("000399,", "000399x,").replace("000398,", "00039,"))
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime, other bytes
+    assert os.stat(source).st_size == before.st_size
     with pytest.raises(UsageError, match="the input changed since it was started"):
         predict_file(trained_run, source, output, PredictOptions(chunk_size=100, id_columns=("id",)))
     done = run_cli("predict", str(trained_run), "--input", str(source), "--output", str(output), "--id-column",
@@ -133,3 +135,50 @@ def test_a_finished_output_is_not_replaced_without_overwrite(trained_run: Path, 
     predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv", PredictOptions(id_columns=("id",)))
     with pytest.raises(UsageError, match="already exists: run with --overwrite"):
         predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv", PredictOptions(id_columns=("id",)))
+
+
+def test_a_kill_during_the_finish_is_completed_by_the_same_command(trained_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after the output was renamed into place but before the errors file and the record
+    were: the next run puts the rest in place instead of refusing or starting over."""
+    import kiln.batch_predict.writers as writers
+
+    source = tmp_path / "in.csv"
+    digits_csv(source, 300)
+    lines = source.read_text().splitlines()
+    lines[11] = lines[11].replace(",", ",x", 1)
+    source.write_text("\n".join(lines) + "\n")
+    options = PredictOptions(chunk_size=100, id_columns=("id",))
+    predict_file(trained_run, source, tmp_path / "reference.csv", options)
+    real_replace, calls = os.replace, []
+
+    def replace_then_die(a: object, b: object) -> None:
+        calls.append(b)
+        if str(b).endswith("out.csv"):
+            real_replace(a, b)  # type: ignore[arg-type]
+            raise KeyboardInterrupt  # as if killed right after the output's rename
+        real_replace(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writers.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(trained_run, source, tmp_path / "out.csv", options)
+    monkeypatch.setattr(writers.os, "replace", real_replace)
+    assert (tmp_path / "out.csv").exists() and (tmp_path / "out.csv.progress.json").exists()
+    report = predict_file(trained_run, source, tmp_path / "out.csv", options)
+    assert report.failed == 1 and report.errors_file == tmp_path / "out.csv.errors.jsonl"
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+    assert report.errors_file.read_bytes() == (tmp_path / "reference.csv.errors.jsonl").read_bytes()
+    assert not (tmp_path / "out.csv.progress.json").exists()
+
+
+def test_a_second_job_on_the_same_output_stops_at_once(trained_run: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    digits_csv(tmp_path / "in.csv", 5)
+    with open(tmp_path / "out.csv.lock", "w") as held:  # the first job, still running
+        held.write("pid 12345")
+        held.flush()
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match=r"another kiln predict \(pid 12345\) is writing"):
+            predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv", PredictOptions(id_columns=("id",)))
+    assert not (tmp_path / "out.csv").exists()

@@ -28,7 +28,7 @@ from kiln.batch_predict.progress import (
 )
 from kiln.batch_predict.results import output_table
 from kiln.batch_predict.sources import Source, chunk_size, open_source
-from kiln.batch_predict.writers import OutputWriter, discard_partial, output_format
+from kiln.batch_predict.writers import OutputWriter, discard_partial, exclusive, output_format
 from kiln.errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -66,6 +66,12 @@ class PredictReport:
     resumed_chunks: int  # chunks already committed by an earlier, interrupted run
     seconds: float
     backend: str
+    resumed_rows: int = 0  # rows those chunks held (not predicted by this run)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows this run read per second (a resumed job's earlier rows left out)."""
+        return (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
 
 
 def predict_file(model: str | Path, input_path: Path, output: Path,
@@ -81,11 +87,17 @@ def predict_file(model: str | Path, input_path: Path, output: Path,
     job = {"input": input_fingerprint(input_path, listing), "model": loaded.package_hash,
            "options": {"format": fmt, "chunk_size": size, "top_k": options.top_k,
                        "backend": loaded.served.backend.name, "id_columns": list(options.id_columns)}}
-    state = _resume_state(output, job, options.overwrite)
+    with exclusive(output):
+        state = _resume_state(output, job, options.overwrite)
+        return _run(loaded, source, input_path, output, fmt, size, job, state, options)
+
+
+def _run(loaded: LoadedModel, source: Source, input_path: Path, output: Path, fmt: str, size: int,
+         job: dict[str, Any], state: dict[str, Any], options: PredictOptions) -> PredictReport:
     started = time.monotonic()
     writer = OutputWriter(output, fmt, state)
     rows, predicted = int(state.get("rows", 0)), int(state.get("predicted", 0))
-    done = int(state.get("chunks", 0))
+    done, resumed_rows = int(state.get("chunks", 0)), rows
     try:
         if not state.get("finished"):
             with _progress_bar(source, options.progress, rows) as bar:
@@ -101,6 +113,8 @@ def predict_file(model: str | Path, input_path: Path, output: Path,
                         raise DataError(_first_error(input_path, chunk, errors))
                     write_progress(output, {**job, **writer.commit(), "rows": rows, "predicted": predicted})
                     bar(rows)
+            if writer.chunks == 0:  # an input without rows: the output still has its columns
+                writer.write(_empty_table(loaded, source, options.top_k), [])
             write_progress(output, {**job, **writer.commit(), "rows": rows, "predicted": predicted,
                                     "finished": True})
         errors_file = writer.finish()
@@ -108,7 +122,19 @@ def predict_file(model: str | Path, input_path: Path, output: Path,
         writer.close()
     progress_path(output).unlink(missing_ok=True)
     return PredictReport(output, errors_file, rows, predicted, writer.error_count, done,
-                         time.monotonic() - started, loaded.served.backend.name)
+                         time.monotonic() - started, loaded.served.backend.name, resumed_rows)
+
+
+def _empty_table(loaded: LoadedModel, source: Source, top_k: int) -> Any:
+    """The output's columns with no rows (identifiers as the source names them)."""
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {source.key: pa.array([], pa.int64() if source.key == "row" else pa.string())}
+    columns.update({name: pa.array([], pa.string()) for name in getattr(source, "passed", [])})
+    spec = loaded.served.spec
+    width = 2 if spec.task == "binary" else spec.output_size
+    return output_table(pa.table(columns), np.zeros((0, width), dtype=np.float32), spec.task,
+                        loaded.class_names, top_k)
 
 
 def predict_batches(loaded: LoadedModel, chunk: Chunk) -> Array:
@@ -174,8 +200,9 @@ def _resume_state(output: Path, job: dict[str, Any], overwrite: bool) -> dict[st
 def _first_error(input_path: Path, chunk: Chunk, errors: list[dict[str, Any]] | None = None) -> str:
     first = (errors or chunk.errors)[0]
     where = f"row {first['row']}" if "row" in first else str(first.get("path"))
-    return (f"{input_path}, {where}: {first['reason']}. Fix it and run again, or run with "
-            "--on-error skip to predict the other rows and list the bad ones in OUTPUT.errors.jsonl")
+    return (f"{input_path}, {where}: {first['reason']}. Fix it and run again with --overwrite (the "
+            "chunks before it were committed for this input), or run with --on-error skip to predict "
+            "the other rows and list the bad ones in OUTPUT.errors.jsonl")
 
 
 class _NoBar:

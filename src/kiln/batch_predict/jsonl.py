@@ -1,6 +1,7 @@
 """JSON lines input: one instance per line, in ``POST /predict``'s instance format (a nested list of
-the model's input shape, or its values flat). Row ``n`` is line ``n + 1``; a line that is not such
-a list (empty, not JSON, ragged, not numbers, the wrong count) is a bad row with the reason.
+the model's input shape, or its values flat). Row ``n`` is line ``n + 1``; a blank line is skipped
+(keeping its number), and a line that is not such a list (not JSON, ragged, not numbers, the wrong
+count) is a bad row with the reason.
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ class JsonLinesSource:
                 if index < skip:
                     yield None
                 else:
-                    start = index * size
-                    values = np.full((len(block), self.pre.size), np.nan)
-                    reasons: list[str | None] = []
-                    for i, line in enumerate(block):
-                        reason = self._parse(line, values, i)
-                        reasons.append(reason)
-                    finite = array_reasons(np.where(np.array([r is None for r in reasons])[:, None], values, 0.0))
+                    # blank lines are not instances: skipped, neither predicted nor an error, and
+                    # they keep their numbers (row = line - 1 for every other line)
+                    numbers = [index * size + i for i, line in enumerate(block) if line.strip()]
+                    kept = [line for line in block if line.strip()]
+                    values = np.full((len(kept), self.pre.size), np.nan)
+                    reasons: list[str | None] = [self._parse(line, values, i) for i, line in enumerate(kept)]
+                    finite = array_reasons(np.where(np.array([r is None for r in reasons], dtype=bool)[:, None],
+                                                    values, 0.0))
                     reasons = [r if r is not None else f for r, f in zip(reasons, finite, strict=True)]
-                    ids = pa.table({"row": pa.array(np.arange(start, start + len(block)), pa.int64())})
+                    ids = pa.table({"row": pa.array(numbers, pa.int64())})
                     yield make_chunk(index, len(block), ids, values, reasons, self.pre)
                 index += 1
         finally:
@@ -66,8 +68,6 @@ class JsonLinesSource:
         import orjson
 
         text = line.strip()
-        if not text:
-            return "the line is empty; each line must be one instance (a JSON list)"
         try:
             instance = orjson.loads(text)
         except orjson.JSONDecodeError as exc:

@@ -7,7 +7,8 @@ column except the ``--id-column`` ones, which must then be as many as the model'
 
 A CSV is read as text, every column: an identifier such as ``007`` reaches the output as written,
 and a bad value fails its row, not the file. Rows are numbered from 0, the first line after the
-header (``row`` in the output and the errors file; line = row + 2). A line with too few or too
+header (``row`` in the output and the errors file; line = row + 2); a line whose every value is
+empty (a blank line) is skipped, neither predicted nor an error, and keeps its number. A line with too few or too
 many values is a bad row too: pyarrow's parser reports it with its line, single-threaded, so the
 numbering stays exact.
 """
@@ -172,7 +173,9 @@ class TableSource:
             import pyarrow as pa
 
             errors = [{ROW: r, "reason": bad[r]} for r in sorted(bad) if index * size <= r < index * size + rows]
-            if table.num_rows == 0:  # every row of the chunk was malformed
+            if self.kind == "csv" and table.num_rows:
+                table, numbers = _without_blank_lines(table, numbers)
+            if table.num_rows == 0:  # every row of the chunk was malformed (or blank)
                 empty = {ROW: pa.array([], pa.int64()), **{c: pa.array([], pa.string()) for c in self.passed}}
                 yield make_chunk(index, rows, pa.table(empty), np.zeros((0, self.pre.size)), [], self.pre, errors)
                 continue
@@ -273,6 +276,21 @@ class TableSource:
             if reader is not None:
                 reader.close()
             self._counter.close()
+
+
+def _without_blank_lines(table: pa.Table, numbers: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """Drop the rows of a CSV chunk where every value is empty: blank lines (a trailing newline
+    too many, files joined with ``cat``) are not records. They keep their row numbers, so the
+    other rows' numbers still match their lines."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    blank = np.ones(table.num_rows, dtype=bool)
+    for column in table.columns:
+        blank &= pc.is_null(column).to_numpy(zero_copy_only=False)
+        if not blank.any():
+            return table, numbers
+    return table.filter(pa.array(~blank)), numbers[~blank]
 
 
 class _NotClean(Exception):

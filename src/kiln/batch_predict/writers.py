@@ -10,9 +10,11 @@ a rename: a half-written output never sits under the name a user or a pipeline r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,17 +73,21 @@ class OutputWriter:
         self.output = output
         self.fmt = fmt
         self.chunks = int(state.get("chunks", 0))
+        self.error_count = int(state.get("failed", 0))
+        self.finished = bool(state.get("finished"))
+        self._file: AppendFile | None = None
+        self.parts = output.with_name(output.name + ".parts")
+        self._errors: AppendFile | None = None
+        if self.finished:  # killed during the finish: finish() completes it, nothing is reopened
+            return
         if fmt == "parquet":
-            self.parts = output.with_name(output.name + ".parts")
             self.parts.mkdir(exist_ok=True)
             for leftover in self.parts.iterdir():  # written after the last commit
                 if not leftover.name.endswith(".parquet") or int(leftover.name.split(".")[0]) >= self.chunks:
                     leftover.unlink()
-            self._file: AppendFile | None = None
         else:
             self._file = AppendFile(_partial(output), int(state.get("output_bytes", 0)))
         self._errors = AppendFile(_partial(errors_path(output)), int(state.get("errors_bytes", 0)))
-        self.error_count = int(state.get("failed", 0))
 
     def write(self, table: pa.Table, errors: list[dict[str, Any]]) -> None:
         """Append one chunk's predictions and errors (not yet committed)."""
@@ -104,12 +110,14 @@ class OutputWriter:
             _sync(temporary)
             os.replace(temporary, final)
         if errors:
+            assert self._errors is not None
             self._errors.append(_json_lines(errors))
             self.error_count += len(errors)
         self.chunks += 1
 
     def commit(self) -> dict[str, Any]:
         """Sync what was written; the state to record in the progress record."""
+        assert self._errors is not None
         state: dict[str, Any] = {"chunks": self.chunks, "failed": self.error_count,
                                  "errors_bytes": self._errors.commit()}
         if self._file is not None:
@@ -118,25 +126,34 @@ class OutputWriter:
 
     def finish(self) -> Path | None:
         """Put the output (and the errors file, when there were errors) in place; the errors
-        file's path, or None."""
+        file's path, or None. Each step can be repeated: a finish killed half-way is completed by
+        the next run (what is already in place stays)."""
+        partial = _partial(self.output)
         if self._file is not None:
             self._file.close()
-            os.replace(self._file.path, self.output)
-        else:
+        if self.fmt != "parquet" and partial.exists():
+            os.replace(partial, self.output)
+        elif self.fmt == "parquet" and self.parts.is_dir():
             self._assemble_parquet()
-        self._errors.close()
-        errors = errors_path(self.output)
+        if not self.output.exists():
+            raise UsageError(f"{self.output} and its partial output are both missing, but the progress "
+                             "record says the job finished; run again with --overwrite to start over")
+        if self._errors is not None:
+            self._errors.close()
+        errors, pending = errors_path(self.output), _partial(errors_path(self.output))
         if self.error_count:
-            os.replace(self._errors.path, errors)
+            if pending.exists():
+                os.replace(pending, errors)
             return errors
-        self._errors.path.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         errors.unlink(missing_ok=True)  # a stale one from an earlier job on this output
         return None
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        self._errors.close()
+        if self._errors is not None:
+            self._errors.close()
 
     def _assemble_parquet(self) -> None:
         import pyarrow.parquet as pq
@@ -152,6 +169,34 @@ class OutputWriter:
         _sync(temporary)
         os.replace(temporary, self.output)
         shutil.rmtree(self.parts)
+
+
+@contextlib.contextmanager
+def exclusive(output: Path) -> Iterator[None]:
+    """Hold ``OUTPUT.lock`` for the job: a second ``kiln predict`` on the same output (a retry
+    started while the first still runs) stops at once instead of interleaving its chunks."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one job per output is the user's to keep
+        yield
+        return
+    lock = output.with_name(output.name + ".lock")
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UsageError(f"another kiln predict ({holder}) is writing {output}: wait for it to end "
+                             "or stop it, then run this again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def discard_partial(output: Path) -> None:

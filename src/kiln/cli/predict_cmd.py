@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = predict_file(args.model, args.input, args.output, options)
     if not args.quiet:
-        rate = (report.rows / report.seconds) if report.seconds > 0 else 0.0
+        rate = report.rows_per_second
         resumed = f", resumed after {report.resumed_chunks} chunks" if report.resumed_chunks else ""
         print(f"predicted {report.predicted:,} of {report.rows:,} rows with {report.backend} in "
               f"{report.seconds:.1f} s ({rate:,.0f} rows/s{resumed}) -> {report.output}")
