@@ -90,6 +90,8 @@ class NanGuard(Callback):
         if bad == NONE:
             self._keep(state)
             return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the kept copy's non-blocking transfers are complete
         state.model.load_state_dict(self.good)
         state.global_step = self.good_step
         epoch, batch = divmod(bad, state.steps_per_epoch)
@@ -101,8 +103,24 @@ class NanGuard(Callback):
         state.failed = True  # the run ends "failed", without a last checkpoint
 
     def _keep(self, state: TrainState) -> None:
-        self.good = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
+        """Refresh the host copy of the weights in place: buffers allocated once (pinned when the
+        model is on CUDA) and filled with non-blocking copies, so a check neither allocates a
+        model's worth of memory nor waits for the copy (it completes in stream order, before any
+        later use of the weights; a restore synchronizes first)."""
+        current = state.model.state_dict()
+        if not self._fits(current):
+            pin = torch.cuda.is_available() and any(v.is_cuda for v in current.values())
+            self.good = {k: torch.empty(v.shape, dtype=v.dtype, device="cpu", pin_memory=pin)
+                         for k, v in current.items()}
+        for key, value in current.items():
+            self.good[key].copy_(value.detach(), non_blocking=True)
         self.good_step = state.global_step
+
+    def _fits(self, current: dict[str, torch.Tensor]) -> bool:
+        """Whether the kept buffers have the model's keys, shapes and dtypes."""
+        good = self.good
+        return bool(good) and good.keys() == current.keys() and all(
+            good[k].shape == v.shape and good[k].dtype == v.dtype for k, v in current.items())
 
 
 def _batch_number(state: TrainState) -> int:
