@@ -58,11 +58,13 @@ class Compiling:
             return step(self.eager, *args)
         graphs = _graphs_compiled()
         started = time.perf_counter()
+        compiler_errors = _compiler_errors()
         try:
             result = step(self.module, *args)
         except torch.OutOfMemoryError:
             raise
-        except Exception as exc:
+        except compiler_errors as exc:  # compiling failed, not the model
+            # compiling happens before the graph runs, so no gradient of this step was added yet
             self.seconds += time.perf_counter() - started
             self._fall_back(exc)
             return step(self.eager, *args)
@@ -84,6 +86,15 @@ class Compiling:
         compile time and, after a fallback, why."""
         return {"mode": self.mode or "false", "compiled": self.compiled, "seconds": round(self.seconds, 3),
                 "error": self.error}
+
+
+def _compiler_errors() -> tuple[type[Exception], ...]:
+    """Errors of the compiler itself (dynamo's, inductor's and its C++ toolchain's); a model's
+    own error is none of these and is raised as it is."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InductorError
+
+    return (TorchDynamoException, InductorError, CppCompileError)
 
 
 def _graphs_compiled() -> int:
