@@ -106,7 +106,10 @@ metadata:
   name: {name}
   labels: {{app: {name}}}
 spec:
-  replicas: 2
+  # One replica: kiln serve's prediction log and /feedback live in the pod (serve_state/), so
+  # behind several replicas feedback reaches the pod that answered only half the time. More
+  # replicas: give each --state-dir on one shared volume, or accept per-pod accuracy.
+  replicas: 1
   selector:
     matchLabels: {{app: {name}}}
   template:

@@ -27,6 +27,7 @@ name: kiln
 
 on:
   push:
+    branches: [main]  # other branches run through their pull request (not twice)
   pull_request:
 
 permissions:
@@ -34,7 +35,8 @@ permissions:
 
 concurrency:
   group: kiln-${{{{ github.ref }}}}
-  cancel-in-progress: true
+  # a newer push to a pull request replaces its older run; on main each run finishes (register, push)
+  cancel-in-progress: ${{{{ github.ref != 'refs/heads/main' }}}}
 
 env:
   KILN_RUN: {run_dir}
@@ -106,9 +108,10 @@ jobs:
       - name: {push}
         if: github.ref == 'refs/heads/main' && env.IMAGE_REGISTRY != ''
         run: |
-          image="$IMAGE_REGISTRY/$MODEL_NAME:${{GITHUB_SHA::12}}"
-          docker build --tag "$image" build/image
-          docker push "$image"
+          image="$IMAGE_REGISTRY/$MODEL_NAME"
+          docker build --tag "$image:${{GITHUB_SHA::12}}" --tag "$image:latest" build/image
+          docker push "$image:${{GITHUB_SHA::12}}"
+          docker push "$image:latest"  # what deploy/kubernetes.yaml runs
 """
 
 DATA_STEP = """
