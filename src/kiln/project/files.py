@@ -91,7 +91,7 @@ $ kiln serve runs/<run>                     # HTTP API on 127.0.0.1:8000
 $ python -m pytest tests                    # the model's own tests
 ```
 
-`.github/workflows/kiln.yml` does the same on every push, and on `main` registers the model in
+`.github/workflows/kiln.yml` does the same on pull requests and pushes to `main`, and on `main` registers the model in
 MLflow with the alias `staging` when the secret `MLFLOW_TRACKING_URI` is set (the gate's criteria
 decide). `deploy/kubernetes.yaml` runs the served model (build its image with `kiln package`
 where available, or any image running `kiln serve` on the exported run).

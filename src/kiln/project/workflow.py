@@ -1,6 +1,6 @@
 """The GitHub Actions workflow ``kiln init`` writes: ``.github/workflows/kiln.yml``.
 
-Every push and pull request: install (pip cache), get the data, run the project's tests, train
+Every pull request and push to main: install (pip cache), get the data, run the project's tests, train
 into a fixed run directory, gate (the table in the log, in markdown on the job's summary page),
 export to ONNX with its parity check, upload the run. On the main branch, when the
 ``MLFLOW_TRACKING_URI`` secret is set: register the model and give it the ``staging`` alias,
@@ -19,7 +19,7 @@ INSTALL_STEP = "Install"  # a run: step the tests leave out: the kiln under test
 PUSH_STEP = "Build and push the serving image"  # and this one: docker needs a daemon and a registry
 
 WORKFLOW = """\
-# Train, gate, export and (on main) register the model on every push.
+# Train, gate, export and (on main) register the model, on pull requests and pushes to main.
 # Written by `kiln init`; edit freely. Secrets, all optional: MLFLOW_TRACKING_URI is the MLflow
 # server that tracks the runs and holds the registry (without it, runs are tracked in runs/mlflow.db
 # and nothing is registered); IMAGE_REGISTRY (+ _USER, _PASSWORD) receives the serving image.
