@@ -1,4 +1,4 @@
-"""Atomic file writes: temporary file, fsync, rename.
+"""Atomic file writes (temporary file, fsync, rename) and a file's sha256.
 
 Every layer writes small JSON records (model.json, summary.json, eval metrics), so these live at
 the bottom, importing nothing of kiln: a module low in the layers (``kiln.models.package``) may use
@@ -9,6 +9,7 @@ file there (it needs kiln's errors), never a quiet ``{}``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -42,3 +43,12 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time (checkpoints, exports, models)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

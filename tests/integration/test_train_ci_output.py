@@ -4,39 +4,16 @@ and the summary table, the same whatever the number of epochs (never a line per 
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
-import sys
 from pathlib import Path
 
 from kiln.testing.tiny import TINY_OVERRIDES
 from tests.conftest import run_cli
+from tests.terminal import on_a_terminal
 
 # the tiny config with the progress bar left on (the default): only --quiet may turn it off
 ARGS = [o for o in TINY_OVERRIDES if not o.startswith("run.progress")] + [
     "training.epochs=3", "tracking.backends=[jsonl]", "checkpoint.enabled=false"]
 BAR = ("epoch 1/3", "\x1b[2K", "\x1b[?25l", "━")  # what rich's live progress bar draws
-
-
-def _on_a_terminal(args: list[str]) -> tuple[int, str]:
-    """Run ``kiln ARGS`` with stdout and stderr on a pseudo-terminal; exit code and what it showed."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "120", "TERM": "xterm"}
-    process = subprocess.Popen([sys.executable, "-m", "kiln", *args], stdout=follower, stderr=follower, env=env)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the process closed its end
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    # the terminal turns each "\n" into "\r\n" (onlcr); a bar's own "\r" stays alone
-    return process.wait(120), b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_quiet_on_a_pipe_prints_plain_lines_and_the_summary(tmp_path: Path) -> None:
@@ -53,7 +30,7 @@ def test_quiet_on_a_pipe_prints_plain_lines_and_the_summary(tmp_path: Path) -> N
 
 
 def test_quiet_on_a_terminal_draws_no_bar(tmp_path: Path) -> None:
-    code, shown = _on_a_terminal(["train", *ARGS, f"run.output_dir={tmp_path}", "--quiet"])
+    code, shown = on_a_terminal(["train", *ARGS, f"run.output_dir={tmp_path}", "--quiet"])
     assert code == 0, shown
     assert "\r" not in shown and not any(mark in shown for mark in BAR), shown
     assert "run directory: " in shown and "test_accuracy" in shown

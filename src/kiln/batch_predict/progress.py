@@ -68,13 +68,10 @@ def input_fingerprint(path: Path, listing: list[str] | None = None) -> dict[str,
 
 
 def file_hash(paths: list[Path]) -> str:
-    """sha256 over the files a model runs from (its export, or its weights and model.json)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """One sha256 for the files a model runs from (its export, or its weights and model.json)."""
+    from kiln._files import sha256_file
+
+    return hashlib.sha256("".join(sha256_file(p) for p in paths).encode()).hexdigest()
 
 
 def refuse_mismatch(output: Path, record: dict[str, Any], job: dict[str, Any]) -> None:

@@ -11,18 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln._files import sha256_file
 from kiln.errors import CheckpointError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(directory: Path, extra: dict[str, Any]) -> None:

@@ -22,12 +22,12 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiln._files import sha256_file
 from kiln.errors import ServeError
 
 log = logging.getLogger("kiln.serve")
@@ -93,14 +93,6 @@ def require_verified(parity: ExportParity, package_dir: Path, allow_unverified: 
         f"kiln export {run} --format onnx; or serve the eager model with --backend torch; "
         "or pass --allow-unverified to serve this file anyway"
     )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record_of(records: dict[str, Any], package_dir: Path, export_file: Path) -> dict[str, Any] | None:
