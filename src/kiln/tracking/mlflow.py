@@ -153,12 +153,25 @@ class MlflowTracker:
         if dataset is None:
             return
         name, digest, source_type, source = dataset
+        from mlflow.exceptions import MlflowException
+
         run = self.client.get_run(self.run_id)
         if any(d.dataset.digest == digest for d in run.inputs.dataset_inputs):
             return
-        self.client.log_inputs(self.run_id, [DatasetInput(
-            Dataset(name, digest, source_type, source), [InputTag("mlflow.data.context", "train")]
-        )])
+        inputs = [DatasetInput(Dataset(name, digest, source_type, source), [InputTag("mlflow.data.context", "train")])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException:
+            # Two runs of one experiment logging the same data at once race to insert the
+            # experiment's dataset row (PostgreSQL: a unique violation on (experiment, name,
+            # digest), seen in CI): the loser's second try finds the row and only links it. The
+            # Dataset column is not worth a run left RUNNING: a second failure is a warning.
+            time.sleep(0.5)
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+            except MlflowException as exc:
+                log.warning("mlflow: the run's dataset was not recorded (%s); the run is complete "
+                            "without it", str(exc).splitlines()[0][:200])
 
     def _set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
