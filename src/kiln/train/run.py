@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -193,6 +194,11 @@ def finish(
         c.tracker.log_model(copy.deepcopy(c.model).cpu().eval(), c.paths.models, _example(c))
     # The MLflow worker gives up after close_timeout by itself; a little slack to hear it do so.
     c.tracker.close(state.status, timeout=c.config.tracking.close_timeout + 10)
+    if c.tracker.failures != summary.trackers.failed:  # a tracker found dead while draining
+        trackers = summary.trackers.model_copy(update={"failed": dict(c.tracker.failures)})
+        summary = summary.model_copy(update={"trackers": trackers})
+        with contextlib.suppress(OSError):  # a full disk was reported when it was first written
+            summary.write(c.paths.summary)
     register = c.config.tracking.register
     if register is not None and save_model and state.status in FINISHED:
         summary = summary.model_copy(update={"registry": _register(c, register)})
