@@ -1,5 +1,8 @@
 """``python -m kiln`` is the ``kiln`` command."""
 
 from kiln.cli.main import main
+from kiln.distributed.worker import exit_rank
 
-raise SystemExit(main())
+code = main()
+exit_rank(code)  # a torchrun rank other than 0 skips the interpreter's teardown (see there)
+raise SystemExit(code)
