@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kiln.cli.monitor_assets_cmd import add_action as add_assets_action
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -28,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
                                                   "directory kiln serve served, or a monitor.db")
     export.add_argument("--output", "-o", type=Path, required=True, help="FILE.csv or FILE.parquet")
     export.set_defaults(handler=run_export)
+    add_assets_action(actions)
 
 
 def run_export(args: argparse.Namespace) -> int:
