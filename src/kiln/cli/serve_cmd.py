@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _add_monitor_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("monitoring (prediction log, POST /feedback, live accuracy)")
+    group = parser.add_argument_group("monitoring (prediction log, POST /feedback, live accuracy, drift)")
     group.add_argument("--state-dir", type=Path,
                        help="where the prediction log (monitor.db) lives; default <run>/serve_state/ "
                             "for a run or export file, ~/.local/state/kiln/serve/NAME/ for models:/")
@@ -68,6 +68,9 @@ def _add_monitor_arguments(parser: Any) -> None:
                        help="keep the log under this size, deleting the oldest rows (default 1024)")
     group.add_argument("--accuracy-window", type=int, default=1000,
                        help="kiln_model_accuracy covers the last N feedback labels (default 1000)")
+    group.add_argument("--drift-window", type=int, default=1000,
+                       help="the drift PSI on /metrics covers the last N logged predictions, "
+                            "published from 100 of them (default 1000)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.monitor.options import check as check_monitor
     from kiln.monitor.store import Retention
 
-    check_monitor(Retention(args.log_retention_days, args.log_max_mb), args.accuracy_window)
+    check_monitor(Retention(args.log_retention_days, args.log_max_mb), args.accuracy_window, args.drift_window)
     from kiln.serve.app import require
 
     check_source(args.source)
@@ -116,7 +119,7 @@ def _monitor_options(args: argparse.Namespace, source: Any) -> Any:
 
     state_dir = args.state_dir or default_state_dir(source.package_dir, source.registry.get("name"))
     options = MonitorOptions(state_dir.resolve(), Retention(args.log_retention_days, args.log_max_mb),
-                             args.log_inputs, args.accuracy_window)
+                             args.log_inputs, args.accuracy_window, args.drift_window)
     path = create(options.state_dir)
     print(f"prediction log: {path}", flush=True)
     return options

@@ -22,6 +22,7 @@ from kiln.monitor.store import Retention
 
 XDG_STATE_HOME = "XDG_STATE_HOME"  # the XDG base directory for state that persists (logs, history)
 DEFAULT_ACCURACY_WINDOW = 1000
+DEFAULT_DRIFT_WINDOW = 1000
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,17 @@ class MonitorOptions:
     retention: Retention = field(default_factory=Retention)
     log_inputs: bool = False  # also store every instance in full (JSON)
     accuracy_window: int = DEFAULT_ACCURACY_WINDOW  # feedback rows kiln_model_accuracy covers
+    drift_window: int = DEFAULT_DRIFT_WINDOW  # logged predictions the drift PSI covers
 
     def __post_init__(self) -> None:
-        check(self.retention, self.accuracy_window)
+        check(self.retention, self.accuracy_window, self.drift_window)
 
 
-def check(retention: Retention, accuracy_window: int) -> None:
+def check(retention: Retention, accuracy_window: int, drift_window: int = DEFAULT_DRIFT_WINDOW) -> None:
     """UsageError for a retention or window that is not a positive number."""
-    if accuracy_window < 1:
-        raise UsageError(f"--accuracy-window must be at least 1, got {accuracy_window}")
+    for flag, window in (("--accuracy-window", accuracy_window), ("--drift-window", drift_window)):
+        if window < 1:
+            raise UsageError(f"{flag} must be at least 1, got {window}")
     for flag, value in (("--log-retention-days", retention.days), ("--log-max-mb", retention.max_mb)):
         if not math.isfinite(value) or value <= 0:
             raise UsageError(f"{flag} must be a positive number, got {value}")

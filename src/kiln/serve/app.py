@@ -134,18 +134,39 @@ def create_app(
 
 
 def _monitoring(options: MonitorOptions, served: ServedModel, pre: Any, metrics: Any) -> Any:
-    """The prediction log and feedback of this process, its accuracy on the exposed registry."""
+    """The prediction log and feedback of this process, its accuracy and drift on the exposed
+    registry."""
     from kiln.monitor.serving import Monitoring
     from kiln.monitor.summary import InputSummary
 
     spec = served.spec
     classes = [] if spec.task == "regression" else (
         list(spec.class_names) or [str(i) for i in range(spec.output_size)])
+    reference = _reference(served.source.package_dir)
     monitoring = Monitoring.open(options, served.source.name, served.source.version, classes,
                                  InputSummary(pre.shape, pre.mean, pre.std, pre.image_model),
-                                 on_drop=metrics.log_dropped.inc)
+                                 on_drop=metrics.log_dropped.inc, reference=reference)
     metrics.exposed.register(monitoring.collector)
+    if monitoring.drift is not None:
+        metrics.exposed.register(monitoring.drift)
     return monitoring
+
+
+def _reference(package_dir: Path) -> Any:
+    """The package's reference statistics for drift; None, said once, when it has none or they
+    are damaged (monitoring's own file: the model is served all the same)."""
+    from kiln.errors import ModelError
+    from kiln.models.reference import REFERENCE, read_reference
+
+    try:
+        reference = read_reference(package_dir)
+    except ModelError as exc:
+        log.warning("%s: /metrics exports no drift", exc)
+        return None
+    if reference is None:
+        log.warning("%s has no %s (reference statistics, saved by training since kiln monitors "
+                    "drift): /metrics exports no drift", package_dir, REFERENCE)
+    return reference
 
 
 def _error_responses() -> dict[int | str, dict[str, Any]]:

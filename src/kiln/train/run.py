@@ -30,6 +30,7 @@ from kiln.train.evaluate import evaluate
 from kiln.train.ranks.group import join_group
 from kiln.train.ranks.rundir import shared_run_dir
 from kiln.train.ranks.scaling import batch_plan
+from kiln.train.reference import save_reference
 from kiln.train.rng import resolve_device, seed_everything
 from kiln.train.setup import Components, build_components, write_config
 from kiln.train.start_over import new_or_fixed_run_dir, start_over_in
@@ -178,6 +179,7 @@ def finish(
             c.paths.models, c.model, c.config.model, c.spec,
             {"source": c.environment["model_source"], "config_hash": c.config_hash, "run": c.paths.root.name},
         )
+        save_reference(c)  # for drift monitoring: kiln.train.reference
     summary = build_summary(c, state, started, test_metrics)
     try:
         summary.write(c.paths.summary)

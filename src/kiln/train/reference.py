@@ -1,0 +1,108 @@
+"""Training's part of drift monitoring: ``reference.json`` in the model package, written at the end.
+
+The validation split (the train split when there is none; its augmentation, if any, included)
+goes once through the final model; the inputs, turned back into the dataset's units (what a
+client sends to ``kiln serve``, before the run's normalization), and the model's answers as the
+server gives them make :func:`kiln.models.reference.compute_reference`. At most ``MAX_SAMPLES``
+samples, the first ones: the statistics are deciles, which a few thousand samples pin down, and
+a large validation split should not make the end of every run slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.data.images.preprocess import from_spec
+from kiln.data.spec import DataSpec
+from kiln.models.reference import REFERENCE, compute_reference, write_reference
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from kiln.tasks import Task
+    from kiln.train.setup import Components
+
+log = logging.getLogger("kiln")
+
+MAX_SAMPLES = 10_000
+SUPERVISED = ("classification", "binary", "regression")
+
+
+def save_reference(c: Components) -> None:
+    """Write ``reference.json`` beside ``model.json``; a failure is a warning (the model is saved
+    and served all the same, without drift metrics), never the end of a finished run."""
+    if c.spec.task not in SUPERVISED:
+        return  # a language model's inputs are token ids: nothing kiln serve summarizes
+    loader, split = (c.val_loader, "validation") if c.val_loader is not None else (c.train_loader, "train")
+    try:
+        raw, outputs = collect(c.model, loader, c.task, c.device, c.spec)
+        write_reference(c.paths.models / REFERENCE, compute_reference(raw, outputs, c.spec, split))
+    except Exception as exc:
+        log.warning("reference statistics not saved (%s: %s): kiln serve will export no drift "
+                    "metrics for this model", type(exc).__name__, exc)
+
+
+def collect(model: nn.Module, loader: DataLoader[Any], task: Task, device: torch.device,
+            spec: DataSpec, limit: int = MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` inputs of ``loader`` in the dataset's units, and the model's outputs
+    on them as the server answers (probabilities, or the value for regression)."""
+    import torch
+
+    mean, std = normalization(spec)
+    inputs, outputs = [], []
+    seen = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x, _ = task.split_batch(batch)
+                x = x[: limit - seen]
+                logits = model(x.to(device)).float().reshape(len(x), -1)
+                inputs.append(x.cpu().double().numpy() * std + mean)
+                outputs.append(_answers(logits, spec.task).cpu().numpy())
+                seen += len(x)
+                if seen >= limit:
+                    break
+    finally:
+        model.train(was_training)
+    return np.concatenate(inputs), np.concatenate(outputs)
+
+
+def _answers(logits: Any, task: str) -> Any:
+    """What the server answers for ``logits`` (kiln.serve.backends.base.to_probabilities)."""
+    import torch
+
+    if task == "classification":
+        return torch.softmax(logits, dim=1)
+    if task == "binary":
+        positive = torch.sigmoid(logits[:, :1])
+        return torch.cat([1 - positive, positive], dim=1)
+    return logits
+
+
+def normalization(spec: DataSpec) -> tuple[Any, Any]:
+    """The mean and std the inputs were normalized with, broadcastable to ``[N, *shape]``: the
+    saved image preprocessing's, or the data spec's (one value, one per feature, or one per
+    channel), as ``kiln serve`` undoes them (kiln.serve.inputs.Preprocessor)."""
+    shape = tuple(spec.input_shape)
+    preprocessing = from_spec(spec.extra)
+    mean, std = (preprocessing.mean, preprocessing.std) if preprocessing is not None else (spec.mean, spec.std)
+    return _broadcast(mean, shape, 0.0), _broadcast(std, shape, 1.0)
+
+
+def _broadcast(values: tuple[float, ...], shape: tuple[int, ...], default: float) -> Any:
+    if not values:
+        return np.float64(default)
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 1:
+        return array.reshape(())
+    if len(shape) == 3 and array.size == shape[0] and array.size != math.prod(shape):
+        return array.reshape(shape[0], 1, 1)
+    return array.reshape(shape)
