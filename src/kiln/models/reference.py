@@ -97,21 +97,22 @@ def quantile_bins(values: npt.ArrayLike, bins: int = BINS) -> Bins:
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     distinct = np.unique(values)
     if len(distinct) == 0:
-        edges: tuple[float, ...] = ()
-    elif len(distinct) == 1:
-        edges = (float(distinct[0] - _nudge(distinct[0])), float(distinct[0] + _nudge(distinct[0])))
+        return Bins((), (0.0,))
+    # values a few float32 steps apart are one value (a tie computed twice): never split by an edge
+    first = np.concatenate([[True], np.diff(distinct) > _nudge(distinct[1:])])
+    starts, ends = distinct[first], distinct[np.concatenate([first[1:], [True]])]
+    if len(starts) == 1:
+        edges = (float(starts[0] - _nudge(starts[0])), float(ends[0] + _nudge(ends[0])))
     else:
-        above = np.searchsorted(distinct, np.quantile(values, np.arange(1, bins) / bins), side="right")
-        top = distinct[-1]
-        found = {float((distinct[j - 1] + distinct[j]) / 2) if j < len(distinct) else float(top + _nudge(top))
-                 for j in above}
-        edges = tuple(sorted(found))
+        after = np.searchsorted(starts, np.quantile(values, np.arange(1, bins) / bins), side="right")
+        edges = tuple(sorted({float((ends[g - 1] + starts[g]) / 2) if g < len(starts)
+                              else float(ends[-1] + _nudge(ends[-1])) for g in after}))
     return Bins(edges, tuple(float(s) for s in Bins(edges, ()).shares(values)))
 
 
-def _nudge(value: float) -> float:
+def _nudge(value: Any) -> Any:
     """A step past ``value`` far larger than float32's rounding of it, far smaller than data's."""
-    return 1e-6 * max(1.0, abs(float(value)))
+    return 1e-6 * np.maximum(1.0, np.abs(value))
 
 
 @dataclass(frozen=True)
