@@ -87,7 +87,8 @@ def quantile_bins(values: npt.ArrayLike, bins: int = BINS) -> Bins:
     equal values sit on an edge, where a last-digit difference between training's arithmetic and
     the server's moves them all to the other bin. Quantiles that fall in one gap give one edge; a
     quantile at the maximum gets an edge just above it (a shift past the training range shows); a
-    constant gets one just below and one just above.
+    constant gets one just below and one just above. Values within a millionth (relative) of each
+    other count as one value: the same tie computed in float32 and in float64.
 
     >>> quantile_bins(np.array([0.0, 0.0, 0.0, 1.0]), bins=2).edges
     (0.5,)
@@ -100,6 +101,7 @@ def quantile_bins(values: npt.ArrayLike, bins: int = BINS) -> Bins:
         return Bins((), (0.0,))
     # values a few float32 steps apart are one value (a tie computed twice): never split by an edge
     first = np.concatenate([[True], np.diff(distinct) > _nudge(distinct[1:])])
+    edges: tuple[float, ...]
     starts, ends = distinct[first], distinct[np.concatenate([first[1:], [True]])]
     if len(starts) == 1:
         edges = (float(starts[0] - _nudge(starts[0])), float(ends[0] + _nudge(ends[0])))
