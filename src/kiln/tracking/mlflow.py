@@ -80,7 +80,6 @@ class MlflowTracker:
         logs_dir: Path,
         tags: Mapping[str, str],
         artifact_root: str | None = None,
-        will_log_model: bool = False,
         lock_wait: float = 60.0,
     ) -> None:
         try:
@@ -92,20 +91,19 @@ class MlflowTracker:
         self.uri = uri
         try:
             with _store_lock(uri):
-                self._open(MlflowClient, uri, experiment, run_name, tags, artifact_root, will_log_model)
+                self._open(MlflowClient, uri, experiment, run_name, tags, artifact_root)
         except BaseException as exc:
             self.give_up(f"{type(exc).__name__}: {exc}")  # a detached worker has no one else to tell
             raise
 
     def _open(
         self, client_type: Any, uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
-        artifact_root: str | None, will_log_model: bool,
+        artifact_root: str | None,
     ) -> None:
         logs_dir = self.logs_dir
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.client = client_type(uri)
-        self.will_log_model = will_log_model  # the run ends with log_model: warm_up prepares it
         self._known: set[tuple[str, int]] = set()
         self._params: dict[str, str] = {}
         link = read_link(logs_dir)
@@ -222,24 +220,6 @@ class MlflowTracker:
         elif path.is_file():
             self.client.log_artifact(self.run_id, str(path))
 
-    def warm_up(self) -> None:
-        """Pay log_model's imports while training runs (its worker is idle then), so the end of
-        the run does not wait for them: torch.export (MLflow saves the model in its pt2 format),
-        the pytorch flavor, and the installed-package map MLflow checks requirements against."""
-        if not self.will_log_model:
-            return
-        import mlflow.pytorch  # noqa: F401
-        import torch
-        from mlflow.models import infer_signature  # noqa: F401
-
-        # torch.export imports its tracer (dynamo, seconds of imports) on first use: use it once
-        torch.export.export(torch.nn.Linear(1, 1), (torch.zeros(1, 1),))
-
-        with contextlib.suppress(Exception):  # a private cache: an MLflow upgrade may drop it
-            from mlflow.utils import requirements_utils
-
-            requirements_utils._init_packages_to_modules_map()  # type: ignore[no-untyped-call]
-
     def log_model(self, model: Any, package_dir: Path, example: Any) -> None:
         """The model in MLflow's pytorch flavor (signature and input example) plus kiln's package.
 
@@ -283,6 +263,21 @@ class MlflowTracker:
         """Called by the worker when a call failed or time ran out: say so in the run dir."""
         finisher.record_outcome(self.logs_dir, {"ok": False, "error": f"{self.uri}: {error}"})
         self._lock.release()
+
+
+def preload(uri: str) -> None:
+    """What a spare MLflow worker does before the run adopts it (``kiln.tracking.spare``): import
+    MLflow and, for a database store, open it (engine, schema check: MLflow keeps the store per
+    URI, so the tracker's client reuses it). About 2 s of CPU that would otherwise land inside
+    training. A server URI needs no opening: the probe and the run's calls connect."""
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
+        return
+    with _store_lock(uri):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 @contextlib.contextmanager

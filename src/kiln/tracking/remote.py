@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from kiln.errors import TrackingError
 from kiln.tracking.base import MetricRecord, Scope
+from kiln.tracking.spare import SpareWorker
 
 # Detached workers still running. Holding them keeps Popen's finalizer from warning that a child
 # is still running (it is meant to); each new one reaps those that have ended.
@@ -38,6 +39,20 @@ def _keep(process: subprocess.Popen[bytes]) -> None:
     _DETACHED.append(process)
 
 
+def _adopt(spare: SpareWorker | None, env_fds: Mapping[str, int], log: IO[bytes] | None) -> subprocess.Popen[bytes] | None:
+    """The spare's process, handed its descriptors; None when there is no live spare to adopt."""
+    if spare is None:
+        return None
+    if spare.alive():
+        try:
+            spare.hand_over(env_fds, log.fileno() if log is not None else None)
+            return spare.process
+        except OSError:  # it died in between: start a worker of our own
+            pass
+    spare.discard()
+    return None
+
+
 def _leave_running() -> None:
     """At exit, tell each finisher's Popen that its child is left running on purpose, so it does
     not warn "subprocess ... is still running" (the child finishes on its own)."""
@@ -46,7 +61,26 @@ def _leave_running() -> None:
             process.returncode = 0
 
 
+def worker_command(close_timeout: float, detach: bool, start_after: float) -> list[str]:
+    """The command line of a tracker's worker process (``kiln.tracking.worker``)."""
+    command = [sys.executable, "-m", "kiln.tracking.worker"]
+    if detach:
+        command += ["--deadline", str(close_timeout)]
+    if start_after > 0:
+        command += ["--start-after", str(start_after)]  # see kiln.tracking.worker
+    return command
+
+
+def worker_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The worker's environment: ours, plus ``env``."""
+    return {"PYTHONIOENCODING": "utf-8", **(env or {})}  # MLflow prints emoji
+
+
 class RemoteTracker:
+    """``env_fds`` names file descriptors the worker inherits, each by an environment variable
+    (the finisher lock); ``spare`` is a worker started earlier with the same command and
+    environment (``kiln.tracking.spare``), adopted instead of starting one."""
+
     def __init__(
         self,
         name: str,
@@ -57,8 +91,9 @@ class RemoteTracker:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         detach: bool = False,
-        pass_fds: tuple[int, ...] = (),
+        env_fds: Mapping[str, int] | None = None,
         start_after: float = 0.0,
+        spare: SpareWorker | None = None,
     ) -> None:
         self.name = name
         self.close_timeout = close_timeout
@@ -66,19 +101,16 @@ class RemoteTracker:
         self._error: str | None = None
         self._closed = threading.Event()
         self.collecting = threading.Event()  # set once the worker waits out ``start_after``
-        command = [sys.executable, "-m", "kiln.tracking.worker"]
-        if detach:
-            command += ["--deadline", str(close_timeout)]
-        if start_after > 0:
-            command += ["--start-after", str(start_after)]  # see kiln.tracking.worker
+        fds = dict(env_fds or {})
         # The worker's own output (library warnings) goes to a log file when given: a worker that
         # outlives the run must not write over the user's next prompt.
         log = log_path.open("ab") if log_path is not None else None
         try:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=False,
-                env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},  # MLflow prints emoji
-                start_new_session=True, pass_fds=pass_fds,
+            self.process = _adopt(spare, fds, log) or subprocess.Popen(
+                worker_command(close_timeout, detach, start_after),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=False,
+                env={**os.environ, **worker_env(env), **{k: str(fd) for k, fd in fds.items()}},
+                start_new_session=True, pass_fds=tuple(fds.values()),
             )
         finally:
             if log is not None:

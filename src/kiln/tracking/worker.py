@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
 
@@ -50,25 +51,15 @@ class _Reports:
             self.gone = True
 
 
-# Calls that need nothing the warm-up imports, so they go ahead while it runs.
-_LIGHT_CALLS = frozenset({"log_metrics", "log_metric_records", "log_params", "log_event"})
-
-
 class _Unpickler(pickle.Unpickler):
-    """Waits for the warm-up thread before unpickling anything that imports a module (a model):
-    torch's modules cannot be imported from two threads at once."""
-
-    def __init__(self, file: _Spool, warm: threading.Thread) -> None:
-        super().__init__(file)
-        self.warm = warm
+    """Reads the parent's calls; a pretrained backbone's classes are imported the way the run's
+    process imported them (see ``kiln._vision``)."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if self.warm.is_alive():
-            self.warm.join()
-        if module.split(".")[0] in ("torchvision", "timm"):  # a pretrained backbone's classes
+        if module.split(".")[0] in ("torchvision", "timm"):
             from kiln._vision import torchvision
 
-            torchvision()  # imports it the way the run's process did (see kiln._vision)
+            torchvision()
         return super().find_class(module, name)
 
 
@@ -127,15 +118,24 @@ class _Spool:
 
 
 def serve(
-    stdin: BinaryIO, stdout: TextIO | _Reports, deadline: float | None = None, start_after: float = 0.0
+    stdin: BinaryIO, stdout: TextIO | _Reports, deadline: float | None = None, start_after: float = 0.0,
+    preload: Callable[[], object] | None = None, fd_socket: int | None = None,
 ) -> tuple[int, bool]:
     """Answer calls until ``close`` or the end of stdin: (exit code, whether the tracker stored
     everything by the time its close() returned, its ``durable_on_close``). With ``start_after``,
-    first collect calls for that many seconds or until the parent has closed the pipe."""
+    first collect calls for that many seconds or until the parent has closed the pipe.
+
+    A spare worker (``kiln.tracking.spare``) runs ``preload`` first, then waits on ``fd_socket``
+    to be adopted; a spare that is not adopted exits 0."""
     from kiln.catalog import import_object
 
     reports = stdout if isinstance(stdout, _Reports) else _Reports(stdout)
     spool = _Spool(stdin)
+    if preload is not None:
+        with contextlib.suppress(Exception):  # the tracker's own construction reports any failure
+            preload()
+    if fd_socket is not None and not _adopted(fd_socket):
+        return 0, False
     factory_path, args = pickle.load(spool)  # the channel is our own parent's pipe
     if start_after > 0:
         reports.emit({"collecting": start_after})
@@ -148,16 +148,11 @@ def serve(
         return 1, False
     durable = bool(getattr(tracker, "durable_on_close", False))
     reports.emit({"ready": True})
-    warm = threading.Thread(target=_warm_up, args=(tracker,), name="kiln-warm-up", daemon=True)
-    if hasattr(tracker, "warm_up"):
-        warm.start()
     while True:
         try:
-            method, call_args = _Unpickler(spool, warm).load()  # one per message: memos are per dump
+            method, call_args = _Unpickler(spool).load()  # one per message: memos are per dump
         except EOFError:
             return 0, False  # the parent went away without close (killed): events.jsonl has it all
-        if method not in _LIGHT_CALLS and warm.is_alive():
-            warm.join()  # the warm-up imports what the heavier calls need: let it finish first
         if method == "close" and deadline is not None:
             _watchdog(deadline, tracker)
         try:
@@ -170,6 +165,29 @@ def serve(
         if method == "close":
             reports.emit({"closed": True})
             return 0, durable
+
+
+def _adopted(fd_socket: int) -> bool:
+    """Wait for the run to adopt this spare; take the descriptors it hands over (the finisher
+    lock, named by an environment variable; the log file as stdout and stderr)."""
+    from kiln.tracking.spare import receive
+
+    received = receive(fd_socket)
+    if received is None:
+        return False
+    fds, message = received
+    keep: set[int] = set()
+    env_fds = message.get("env_fds")
+    for name, index in (env_fds.items() if isinstance(env_fds, dict) else ()):
+        os.environ[str(name)] = str(fds[index])
+        keep.add(fds[index])
+    stderr = message.get("stderr")
+    if isinstance(stderr, int):
+        os.dup2(fds[stderr], 2)
+        os.dup2(fds[stderr], 1)  # stray prints went to stderr's target (see main)
+    for fd in set(fds) - keep:
+        os.close(fd)
+    return True
 
 
 def _one_line(exc: BaseException) -> str:
@@ -216,14 +234,6 @@ def _starved_seconds() -> float:
     return total / 1e9
 
 
-def _warm_up(tracker: Any) -> None:
-    """Run the tracker's optional ``warm_up`` (the whole process is on idle CPU already). A
-    failure here is not reported: the call that needs what it prepares fails the same way, and
-    reports it."""
-    with contextlib.suppress(Exception):
-        tracker.warm_up()
-
-
 def _yield_to_training() -> None:
     """Lower the whole tracking process to ``nice 10`` while training runs beside it. Not
     SCHED_IDLE: an unprivileged process can never leave it, and its finisher, on a machine busy
@@ -231,6 +241,18 @@ def _yield_to_training() -> None:
     RUNNING). ``nice 10`` still takes its turn."""
     with contextlib.suppress(AttributeError, OSError):
         os.nice(10)
+
+
+def _preload(path: str | None, arg: str) -> Callable[[], object] | None:
+    if path is None:
+        return None
+
+    def run() -> object:
+        from kiln.catalog import import_object
+
+        return import_object(path, "preload")(arg)
+
+    return run
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
@@ -242,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiln.tracking.worker")
     parser.add_argument("--deadline", type=float, default=None, help="seconds to finish after close")
     parser.add_argument("--start-after", type=float, default=0.0, help="seconds to only collect calls")
+    parser.add_argument("--preload", default=None, help="module:function to call first (a spare)")
+    parser.add_argument("--preload-arg", default="", help="the argument of --preload")
+    parser.add_argument("--fd-socket", type=int, default=None, help="a spare's adoption socket")
     options = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _quiet_exit)
     signal.signal(signal.SIGINT, _quiet_exit)  # the run's process decides what Ctrl-C means
@@ -251,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
-        code, durable = serve(sys.stdin.buffer, _Reports(protocol), options.deadline, options.start_after)
+        code, durable = serve(sys.stdin.buffer, _Reports(protocol), options.deadline, options.start_after,
+                              _preload(options.preload, options.preload_arg), options.fd_socket)
     except BaseException:  # nothing a tracking process hits may end in a traceback on a terminal
         os._exit(1)
     if code == 0 and durable:
