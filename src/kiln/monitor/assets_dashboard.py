@@ -31,8 +31,9 @@ def dashboard(limits: Thresholds, title: str = "kiln serving") -> dict[str, Any]
     layout = _Layout()
     rows = [
         ("Traffic", [_request_rate(), _error_rate(limits), _latency(limits)]),
-        ("Quality", [_model_info(), _accuracy(limits), _samples(limits), _recall(limits)]),
-        ("Drift", [_input_drift(limits), _prediction_drift(limits), _classes(), _confidence()]),
+        ("Quality", [_model_info(), _accuracy(limits), _samples(limits), _recall()]),
+        ("Drift", [_input_drift(limits), _prediction_drift(limits), _drift_samples(), _classes(),
+                   _confidence()]),
     ]
     panels: list[dict[str, Any]] = []
     for row_title, row in rows:
@@ -112,7 +113,7 @@ def _error_rate(t: Thresholds) -> dict[str, Any]:
         return f"sum(rate(kiln_requests_total{{{','.join((INSTANCE, API, *matchers))}}}[{RATE}]))"
 
     server_errors = rate('status=~"5.."')
-    expr = f"{server_errors} / {rate()}"
+    expr = f"({server_errors} or vector(0)) / {rate()}"  # 0, not "no data", before the first 5xx
     return _timeseries("5xx share (/predict, /feedback)",
                        f"Share of API answers that are server errors; KilnHighErrorRate fires over "
                        f"{t.error_rate.value:g} for {_for('errors')}.",
@@ -164,7 +165,7 @@ def _samples(t: Thresholds) -> dict[str, Any]:
                         "colorMode": "value", "graphMode": "area", "textMode": "auto"}}
 
 
-def _recall(t: Thresholds) -> dict[str, Any]:
+def _recall() -> dict[str, Any]:
     return _timeseries("Recall per true class", "Per class with feedback in the window, the share "
                        "the model predicted right: which classes the accuracy loses.",
                        [_target(f"kiln_class_recall{{{INSTANCE}}}", "{{class}}")], "percentunit",
@@ -176,8 +177,9 @@ def _input_drift(t: Thresholds) -> dict[str, Any]:
                        f"Population stability index of each input feature (or image channel "
                        f"statistic) against the training data; KilnInputDrift fires over "
                        f"{t.drift_psi.value:g} for {_for('drift')}.",
-                       [_target(f"kiln_input_drift_psi{{{INSTANCE}}}", "{{feature}}")], "none",
-                       _lines([("green", None), ("red", t.drift_psi.value)]), width=12)
+                       [_target(f"kiln_input_drift_psi{{{INSTANCE}}}", "{{feature}}"),
+                        _target(f"kiln_input_drift_psi_max{{{INSTANCE}}}", "max", "B")], "none",
+                       _lines([("green", None), ("red", t.drift_psi.value)]), width=10)
 
 
 def _prediction_drift(t: Thresholds) -> dict[str, Any]:
@@ -185,7 +187,18 @@ def _prediction_drift(t: Thresholds) -> dict[str, Any]:
                        f"PSI of the predicted-class mix against the validation split's; "
                        f"KilnPredictionDrift fires over {t.drift_psi.value:g} for {_for('drift')}.",
                        [_target(f"kiln_prediction_drift_psi{{{INSTANCE}}}", "{{instance}}")], "none",
-                       _lines([("green", None), ("red", t.drift_psi.value)]), width=12)
+                       _lines([("green", None), ("red", t.drift_psi.value)]), width=10)
+
+
+def _drift_samples() -> dict[str, Any]:
+    return {"type": "stat", "title": "Predictions in the drift window", "_width": 4,
+            "description": "kiln_drift_window_samples: the PSI gauges appear from 100 predictions "
+                           "(kiln serve --drift-window bounds the window).",
+            "datasource": DATASOURCE,
+            "targets": [_target(f"kiln_drift_window_samples{{{INSTANCE}}}", "{{instance}}")],
+            "fieldConfig": {"defaults": {"unit": "none"}, "overrides": []},
+            "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "colorMode": "value", "graphMode": "area", "textMode": "auto"}}
 
 
 def _classes() -> dict[str, Any]:
