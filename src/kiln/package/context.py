@@ -134,16 +134,18 @@ def _check_output(output: Path, force: bool) -> None:
 
 def _copy_model(source: ModelSource, into: Path) -> None:
     """model.json, the export and its parity record, unchanged (the server checks the export's
-    sha256 against the record); the MLflow link of the run, so /metadata names its run id. The
-    safetensors weights stay out: ONNX Runtime runs the export alone."""
+    sha256 against the record); the training data's reference statistics, so the image's server
+    exports drift; the MLflow link of the run, so /metadata names its run id. The safetensors
+    weights stay out: ONNX Runtime runs the export alone."""
     from kiln.export.record import EXPORTS
     from kiln.models.package_files import META
+    from kiln.models.reference import REFERENCE
 
     assert source.export_file is not None
     models = into / "models"
     models.mkdir(parents=True)
     for path in (source.package_dir / META, source.package_dir / EXPORTS, source.export_file,
-                 source.package_dir / "MODEL_CARD.md"):
+                 source.package_dir / "MODEL_CARD.md", source.package_dir / REFERENCE):
         if path.is_file():
             shutil.copy2(path, models / path.name)
     link = source.package_dir.parent / "logs" / "mlflow.json"
