@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,29 @@ def test_the_cli_refuses_bad_arguments_with_exit_2(tmp_path: Path, capsys: pytes
     assert "is a file" in capsys.readouterr().err
     assert main(["monitor", "assets", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
+def test_a_registry_alias_gives_the_gate_of_the_run_behind_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln.registry.register import register_run
+    from kiln.testing import tiny_config
+    from kiln.train import Trainer
+
+    output = tmp_path / "runs"
+    uri = f"sqlite:///{(output / 'mlflow.db').resolve()}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The ``noload`` loader strategy", category=DeprecationWarning)
+        result = Trainer(tiny_config(output, f"tracking.uri={uri}", "tracking.system_metrics=false",
+                                     "checkpoint.enabled=false", "gate.require=['val_accuracy>=0.6']",
+                                     backends=("jsonl", "mlflow")), quiet=True).fit()
+        register_run(result.run_dir, "watched-digits", alias="production", uri=uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["monitor", "assets", "models:/watched-digits@production", "--output", str(tmp_path / "out")]) == 0
+    assert "alert when < 0.6  (gate.require 'val_accuracy>=0.6')" in capsys.readouterr().out
+    model = json.loads((tmp_path / "out" / DASHBOARD_FILE).read_text())
+    assert model["title"] == "kiln serving: models:/watched-digits@production"
 
 
 # --- the rules, through promtool ---------------------------------------------------------------
