@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.checkpoint.manifest import sha256_file
+from kiln._files import sha256_file
 from kiln.errors import ExportError
 from kiln.export.format import FAILED_SUFFIX, ExportFormat, ExportJob
 from kiln.export.parity import Array, ParityResult, Runner
