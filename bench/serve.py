@@ -13,6 +13,14 @@ reading the whole response. The model alone (ORT session, batch 1) is timed in-p
 
     .venv/bin/python bench/serve.py                      # all levels, prints markdown
     .venv/bin/python bench/serve.py --seconds 5 --requests 3000 --levels 1,8,32
+
+``--monitoring-rounds N`` measures instead what monitoring costs a request (issue 23: the prediction
+log, drift and feedback accounting, at most 50 us on the median at concurrency 1): the ONNX server
+without micro-batching, started with ``--no-prediction-log`` (off) and with the defaults (on: the
+log written, and drift and accuracy computed at every scrape), alternating, N rounds each; during
+each round ``/metrics`` is scraped once a second, as Prometheus would, on both sides.
+
+    .venv/bin/python bench/serve.py --monitoring-rounds 8
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,10 +67,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(run: Path, backend: str, wait_ms: float, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(run: Path, backend: str, wait_ms: float, log: Path,
+          extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     args = [sys.executable, "-m", "kiln", "serve", str(run), "--port", str(port), "--backend", backend,
-            "--batch-wait-ms", str(wait_ms)]
+            "--batch-wait-ms", str(wait_ms), *extra]
     process = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -98,15 +108,33 @@ async def connection(port: int, request: bytes, stop_at: float, budget: list[int
         writer.close()
 
 
-async def drive(port: int, concurrency: int, requests: int, seconds: float, body: bytes) -> dict[str, float]:
+async def scrape(port: int, stop_at: float, every: float) -> None:
+    """GET /metrics every ``every`` seconds until ``stop_at``, as a Prometheus server would."""
+    request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() + every < stop_at:
+            await asyncio.sleep(every)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def drive(port: int, concurrency: int, requests: int, seconds: float, body: bytes,
+                scrape_every: float | None = None) -> dict[str, float]:
     request = (b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     latencies: list[float] = []
     errors: list[str] = []
     budget = [requests]
     start = time.perf_counter()
+    scraper = [scrape(port, start + seconds, scrape_every)] if scrape_every else []
     await asyncio.gather(*(connection(port, request, start + seconds, budget, latencies, errors)
-                           for _ in range(concurrency)))
+                           for _ in range(concurrency)), *scraper)
     elapsed = time.perf_counter() - start
     ms = np.asarray(latencies) * 1000
     return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
@@ -129,6 +157,39 @@ def model_alone(run: Path) -> float:
     return float(np.median(times) * 1000)
 
 
+def monitoring(rounds: int, requests: int, seconds: float, body: bytes, max_wait: float) -> None:
+    """Median latency at concurrency 1, monitoring off against on, alternating rounds."""
+    from stats import median_ci
+
+    sides = {"off": ("--no-prediction-log",), "on": ()}
+    p50: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        print("training the package (one epoch, synthetic 1x28x28)...", file=sys.stderr)
+        run = build_run(Path(tmp))
+        for round_ in range(rounds):
+            for side in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+                process, port = start(run, "onnx", 0.0, Path(tmp) / f"{side}.log", sides[side])
+                try:
+                    asyncio.run(drive(port, 1, 300, 2.0, body))  # warm-up, not reported
+                    wait_quiet(max_wait)
+                    result = asyncio.run(drive(port, 1, requests, seconds, body, scrape_every=1.0))
+                    p50[side].append(result["p50"])
+                    print(f"round {round_} {side}: {result}", file=sys.stderr)
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(60)
+    differences = [(on - off) * 1000 for on, off in zip(p50["on"], p50["off"], strict=True)]
+    low, high = median_ci(differences)
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
+          f"{os.cpu_count()} CPUs; onnx, no micro-batching, concurrency 1, {rounds} rounds.\n")
+    print("| monitoring | median p50 ms (of rounds) | per round |")
+    print("|---|---|---|")
+    for side in ("off", "on"):
+        print(f"| {side} | {statistics.median(p50[side]):.3f} | {', '.join(f'{v:.3f}' for v in p50[side])} |")
+    print(f"\non - off, median of per-round differences: {statistics.median(differences):+.1f} us "
+          f"(95 % CI {low:+.1f} to {high:+.1f} us); target at most +50 us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels")
@@ -137,9 +198,14 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="micro-batching wait when on")
     parser.add_argument("--max-wait", type=float, default=20.0,
                         help="before each level, wait up to this long for the machine to be quiet")
+    parser.add_argument("--monitoring-rounds", type=int, default=0,
+                        help="only measure monitoring off against on, this many rounds each")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     body = json.dumps({"instances": np.random.default_rng(0).random((1, 784)).round(4).tolist()}).encode()
+    if args.monitoring_rounds:
+        monitoring(args.monitoring_rounds, args.requests, args.seconds, body, args.max_wait)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         print("training the package (one epoch, synthetic 1x28x28)...", file=sys.stderr)
