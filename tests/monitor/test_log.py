@@ -56,6 +56,21 @@ def test_writer_commits_every_row_with_its_summary(tmp_path: Path) -> None:
     plog.stop()
 
 
+def test_an_odd_batch_among_others_is_dropped_alone(tmp_path: Path) -> None:
+    """Batches queued together are summarized together; one that cannot be (two features for a
+    four-feature model) is dropped and counted, and its neighbours are still committed."""
+    plog = _log(tmp_path)
+    probabilities = np.array([[0.1, 0.7, 0.2]], dtype=np.float32)
+    plog.record("a", np.zeros((1, 4), dtype=np.float32), probabilities)
+    plog.record("odd", np.zeros((1, 2), dtype=np.float32), probabilities)
+    plog.record("c", np.ones((1, 4), dtype=np.float32), probabilities)
+    plog.start()  # all three are queued: the writer takes them in one commit
+    assert plog.flush()
+    assert [r[0] for r in _rows(plog.path)] == ["a", "c"]
+    assert plog.dropped == 1
+    plog.stop()
+
+
 def test_nothing_raw_without_log_inputs_and_stop_commits_the_queue(tmp_path: Path) -> None:
     plog = _log(tmp_path)
     plog.start()

@@ -147,35 +147,66 @@ class PredictionLog:
 
     def _take(self, first: Any) -> tuple[bool, list[tuple[Any, ...]], list[threading.Event]]:
         """``first`` and whatever else is queued now, up to a commit's worth of rows."""
-        stop, rows, waiting = False, [], []
-        item = first
+        stop, batches, waiting = False, [], []
+        item, count = first, 0
         while True:
             if item is None:
                 stop = True
             elif isinstance(item, threading.Event):
                 waiting.append(item)
             elif item is not _IDLE:
-                try:
-                    rows.extend(self._rows(*item))
-                except Exception as exc:  # never let one odd batch end the writer
-                    self._drop(len(item[2]), f"the write failed (summarizing: {exc})")
-            if stop or len(rows) >= MAX_ROWS_PER_COMMIT:
-                return stop, rows, waiting
+                batches.append(item)
+                count += len(item[2])
+            if stop or count >= MAX_ROWS_PER_COMMIT:
+                break
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                return stop, rows, waiting
+                break
+        return stop, self._rows_of(batches), waiting
 
-    def _rows(self, when: float, request_id: str, batch: Any, outputs: Any) -> list[tuple[Any, ...]]:
+    def _rows_of(self, batches: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows of several queued batches, summarized together (one NumPy pass, not one per
+        request: the writer shares the GIL with the requests); one by one if they do not stack."""
+        if len(batches) > 1:
+            try:
+                return self._stacked(batches)
+            except Exception:  # shapes differ, or one batch is odd: the per-batch path finds it
+                pass
+        rows = []
+        for when, request_id, batch, out in batches:
+            try:
+                summaries, raw = self._summaries(batch)
+                rows += self._rows(when, request_id, summaries, raw, np.asarray(out))
+            except Exception as exc:  # never let one odd batch end the writer
+                self._drop(len(batch), f"the write failed (summarizing: {exc})")
+        return rows
+
+    def _stacked(self, batches: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        inputs = np.concatenate([np.asarray(batch) for _, _, batch, _ in batches])
+        outputs = np.concatenate([np.asarray(out) for _, _, _, out in batches])
+        summaries, raw = self._summaries(inputs)
+        rows, start = [], 0
+        for when, request_id, batch, _ in batches:
+            end = start + len(batch)
+            rows += self._rows(when, request_id, summaries[start:end], raw[start:end], outputs[start:end])
+            start = end
+        return rows
+
+    def _summaries(self, batch: Any) -> tuple[list[dict[str, list[float]]], list[bytes | None]]:
+        import orjson
+
+        summaries = self.model.summary.rows(batch)
+        if not self.log_inputs:
+            return summaries, [None] * len(summaries)
+        raw = self.model.summary.raw(batch)
+        return summaries, [orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY) for x in raw]
+
+    def _rows(self, when: float, request_id: str, summaries: list[dict[str, list[float]]],
+              inputs: list[bytes | None], outputs: Any) -> list[tuple[Any, ...]]:
         import orjson
 
         model = self.model
-        summaries = model.summary.rows(batch)
-        inputs: list[bytes | None] = [None] * len(batch)
-        if self.log_inputs:
-            raw = model.summary.raw(batch)
-            inputs = [orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY) for x in raw]
-        outputs = np.asarray(outputs)
         rows: list[tuple[Any, ...]] = []
         for i, summary in enumerate(summaries):
             text = orjson.dumps(summary).decode()
