@@ -200,3 +200,22 @@ def test_an_input_without_rows_gives_an_output_with_its_columns(trained_run: Pat
     assert (report.rows, report.predicted, report.failed) == (0, 0, 0)
     frame = pd.read_csv(tmp_path / "out.csv") if suffix == ".csv" else pd.read_parquet(tmp_path / "out.parquet")
     assert list(frame.columns) == ["row", "id", "class", "class_name", "probability"] and frame.empty
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_chunk_of_bad_rows_only_is_listed_and_the_job_goes_on(trained_run: Path, tmp_path: Path, suffix: str) -> None:
+    """The first chunk (rows 0-2) has no row the model can take: it adds errors and no output
+    rows (the model is never called on an empty batch), and the later chunks are predicted."""
+    digits_csv(tmp_path / "in.csv", 9)
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    for row in range(3):
+        parts = lines[row + 1].split(",")
+        parts[5] = "abc"
+        lines[row + 1] = ",".join(parts)
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    output = tmp_path / f"out{suffix}"
+    report = predict_file(trained_run, tmp_path / "in.csv", output, PredictOptions(id_columns=("id",), chunk_size=3))
+    assert (report.rows, report.predicted, report.failed) == (9, 6, 3)
+    assert [e["row"] for e in _errors(output)] == [0, 1, 2]
+    table = pd.read_csv(output, dtype={"id": str}) if suffix == ".csv" else pd.read_parquet(output)
+    assert table["row"].tolist() == [3, 4, 5, 6, 7, 8]

@@ -154,7 +154,7 @@ def _predict_chunk(loaded: LoadedModel, chunk: Chunk, top_k: int) -> tuple[Any, 
 
     probabilities = predict_batches(loaded, chunk)
     ids, errors = chunk.ids, list(chunk.errors)
-    finite = np.isfinite(probabilities.reshape(len(probabilities), -1)).all(axis=1)
+    finite = np.isfinite(probabilities).all(axis=tuple(range(1, probabilities.ndim)))  # 0 rows too
     if not finite.all():
         key = "path" if "path" in ids.column_names else "row"
         for i in np.flatnonzero(~finite).tolist():
