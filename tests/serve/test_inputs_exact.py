@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kiln.data.normalization import broadcast_stat as _stat
 from kiln.data.spec import DataSpec
-from kiln.serve.inputs import MAX_IMAGE_PIXELS, InputError, Preprocessor, _kind, _stat
+from kiln.serve.inputs import MAX_IMAGE_PIXELS, InputError, Preprocessor, _kind
 
 FLAT = DataSpec(name="t", task="classification", input_shape=(3,), num_classes=2, mean=(1.0,), std=(2.0,))
 GRID = DataSpec(name="g", task="classification", input_shape=(1, 2, 2), num_classes=2,

@@ -31,6 +31,7 @@ import numpy as np
 
 from kiln.data.images.decode import FORMATS as DECODED_FORMATS
 from kiln.data.images.preprocess import from_spec
+from kiln.data.normalization import input_normalization
 from kiln.data.spec import DataSpec
 from kiln.errors import InputError as InputError  # its home; imported from here too
 from kiln.serve.backends import Array
@@ -56,12 +57,7 @@ class Preprocessor:
         self.preprocessing = from_spec(spec.extra)
         if self.preprocessing is not None:
             _check_preprocessing(self.preprocessing, self.shape)
-            # JSON instances are in 0..1, the units ToDtype(scale=True) gives: normalized alike
-            mean, std = self.preprocessing.mean, self.preprocessing.std
-        else:
-            mean, std = spec.mean, spec.std
-        self.mean = _stat(mean, self.shape, 0.0)
-        self.std = _stat(std, self.shape, 1.0)
+        self.mean, self.std = input_normalization(spec)
         self.expected = (f"each instance a nested list of shape {list(self.shape)} "
                          f"or a flat list of {self.size} numbers")
 
@@ -224,19 +220,6 @@ def _kind(array: Any) -> str:
     if array.dtype.kind in "US":
         return "strings"
     return "null, objects, mixed types or integers too large for 64 bits"
-
-
-def _stat(values: tuple[float, ...], shape: tuple[int, ...], default: float) -> Any:
-    """Mean or std as an array broadcastable to ``[N, *shape]``: one value, one per feature, or
-    one per channel of an image (``[C, H, W]``)."""
-    if not values:
-        return np.float64(default)
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 1:
-        return array.reshape(())
-    if len(shape) == 3 and array.size == shape[0] and array.size != math.prod(shape):
-        return array.reshape(shape[0], 1, 1)
-    return array.reshape(shape)
 
 
 def _check_preprocessing(preprocessing: Preprocessing, shape: tuple[int, ...]) -> None:

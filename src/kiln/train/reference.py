@@ -11,12 +11,11 @@ a large validation split should not make the end of every run slow.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kiln.data.images.preprocess import from_spec
+from kiln.data.normalization import input_normalization
 from kiln.data.spec import DataSpec
 from kiln.models.reference import REFERENCE, compute_reference, write_reference
 
@@ -54,7 +53,7 @@ def collect(model: nn.Module, loader: DataLoader[Any], task: Task, device: torch
     on them as the server answers (probabilities, or the value for regression)."""
     import torch
 
-    mean, std = normalization(spec)
+    mean, std = input_normalization(spec)
     inputs, outputs = [], []
     seen = 0
     was_training = model.training
@@ -85,24 +84,3 @@ def _answers(logits: Any, task: str) -> Any:
         positive = torch.sigmoid(logits[:, :1])
         return torch.cat([1 - positive, positive], dim=1)
     return logits
-
-
-def normalization(spec: DataSpec) -> tuple[Any, Any]:
-    """The mean and std the inputs were normalized with, broadcastable to ``[N, *shape]``: the
-    saved image preprocessing's, or the data spec's (one value, one per feature, or one per
-    channel), as ``kiln serve`` undoes them (kiln.serve.inputs.Preprocessor)."""
-    shape = tuple(spec.input_shape)
-    preprocessing = from_spec(spec.extra)
-    mean, std = (preprocessing.mean, preprocessing.std) if preprocessing is not None else (spec.mean, spec.std)
-    return _broadcast(mean, shape, 0.0), _broadcast(std, shape, 1.0)
-
-
-def _broadcast(values: tuple[float, ...], shape: tuple[int, ...], default: float) -> Any:
-    if not values:
-        return np.float64(default)
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 1:
-        return array.reshape(())
-    if len(shape) == 3 and array.size == shape[0] and array.size != math.prod(shape):
-        return array.reshape(shape[0], 1, 1)
-    return array.reshape(shape)
