@@ -56,6 +56,40 @@ def test_writer_commits_every_row_with_its_summary(tmp_path: Path) -> None:
     plog.stop()
 
 
+def test_batches_summarized_together_keep_each_row_its_own_summary_and_class(tmp_path: Path) -> None:
+    plog = _log(tmp_path)
+    rng = np.random.default_rng(0)
+    batches = {"a": rng.normal(size=(2, 4)), "b": rng.normal(size=(1, 4)), "c": rng.normal(size=(3, 4))}
+    outputs = {k: rng.dirichlet(np.ones(3), size=len(v)).astype(np.float32) for k, v in batches.items()}
+    for key, batch in batches.items():
+        plog.record(key, batch.astype(np.float32), outputs[key])
+    plog.start()  # all queued: one commit, summarized in one pass
+    assert plog.flush()
+    rows = _rows(plog.path)
+    assert [(r[0], r[1]) for r in rows] == [("a", 0), ("a", 1), ("b", 0), ("c", 0), ("c", 1), ("c", 2)]
+    for request_id, item, predicted, _, probability, summary, _ in rows:
+        x = batches[request_id][item].astype(np.float32)
+        expected = (x[:3] * 2.0 + np.array([1.0, 2.0, 3.0])).astype(np.float32)
+        assert json.loads(summary)["feature"] == pytest.approx(expected.tolist(), rel=1e-6)
+        assert predicted == int(outputs[request_id][item].argmax())
+        assert probability == pytest.approx(float(outputs[request_id][item].max()))
+    plog.stop()
+
+
+def test_outputs_that_do_not_match_their_batch_are_not_given_to_other_rows(tmp_path: Path) -> None:
+    """A batch with fewer output rows than inputs is dropped alone, even when another batch's
+    extra output row makes the totals agree: stacking them would hand outputs to the wrong rows."""
+    plog = _log(tmp_path)
+    plog.record("two_outputs", np.zeros((1, 4), dtype=np.float32),
+                np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1]], dtype=np.float32))
+    plog.record("short", np.zeros((2, 4), dtype=np.float32), np.array([[0.1, 0.1, 0.8]], dtype=np.float32))
+    plog.start()
+    assert plog.flush()
+    assert [(r[0], r[2]) for r in _rows(plog.path)] == [("two_outputs", 1)]  # its own first row
+    assert plog.dropped == 2
+    plog.stop()
+
+
 def test_an_odd_batch_among_others_is_dropped_alone(tmp_path: Path) -> None:
     """Batches queued together are summarized together; one that cannot be (two features for a
     four-feature model) is dropped and counted, and its neighbours are still committed."""

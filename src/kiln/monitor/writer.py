@@ -7,7 +7,7 @@ answer. When the queue is full (the disk cannot keep up) the batch is dropped an
 (``kiln_prediction_log_dropped_total``), again so that the log never slows serving.
 
 The writer lingers ``LINGER_SECONDS`` after the first prediction of a quiet spell before it
-commits, so that a busy server commits a few dozen predictions at a time: one commit per request
+commits (never when more are already queued), so that a busy server commits a few dozen predictions at a time: one commit per request
 took the writer thread (and Python's GIL, which the request's own thread needs) for about 0.3 ms
 after every answer, and added that to the median request at concurrency 1.
 
@@ -39,6 +39,7 @@ QUEUE_SIZE = 10_000  # batches; at a few hundred bytes of row each, a few MB at 
 MAX_ROWS_PER_COMMIT = 2_000
 PRUNE_SECONDS = 60.0
 LINGER_SECONDS = 0.05  # gather a commit's worth of predictions (see the module's docstring)
+MAX_STACK_BYTES = 16 << 20  # inputs summarized in one pass: the summary makes float64 copies
 _IDLE = object()  # the queue stayed empty until pruning was due
 
 
@@ -123,8 +124,8 @@ class PredictionLog:
                     first = self.queue.get(timeout=max(0.0, next_prune - time.monotonic()))
                 except queue.Empty:
                     first = _IDLE
-                if isinstance(first, tuple):  # a prediction: let its neighbours arrive
-                    time.sleep(LINGER_SECONDS)
+                if isinstance(first, tuple) and self.queue.empty():  # a quiet spell: let its neighbours arrive
+                    time.sleep(LINGER_SECONDS)  # (a backlog is drained at full speed)
                 stop, rows, waiting = self._take(first)
                 if rows:
                     try:
@@ -166,23 +167,28 @@ class PredictionLog:
         return stop, self._rows_of(batches), waiting
 
     def _rows_of(self, batches: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The rows of several queued batches, summarized together (one NumPy pass, not one per
-        request: the writer shares the GIL with the requests); one by one if they do not stack."""
-        if len(batches) > 1:
-            try:
-                return self._stacked(batches)
-            except Exception:  # shapes differ, or one batch is odd: the per-batch path finds it
-                pass
-        rows = []
-        for when, request_id, batch, out in batches:
-            try:
-                summaries, raw = self._summaries(batch)
-                rows += self._rows(when, request_id, summaries, raw, np.asarray(out))
-            except Exception as exc:  # never let one odd batch end the writer
-                self._drop(len(batch), f"the write failed (summarizing: {exc})")
+        """The rows of several queued batches, summarized a group at a time (one NumPy pass per
+        ``MAX_STACK_BYTES`` of inputs, not one per request: the writer shares the GIL with the
+        requests); one batch at a time where a group does not stack."""
+        rows: list[tuple[Any, ...]] = []
+        for group in _groups(batches):
+            if len(group) > 1:
+                try:
+                    rows += self._stacked(group)
+                    continue
+                except Exception:  # shapes differ, or one batch is odd: the per-batch path finds it
+                    pass
+            for when, request_id, batch, out in group:
+                try:
+                    summaries, raw = self._summaries(batch)
+                    rows += self._rows(when, request_id, summaries, raw, np.asarray(out))
+                except Exception as exc:  # never let one odd batch end the writer
+                    self._drop(len(batch), f"the write failed (summarizing: {exc})")
         return rows
 
     def _stacked(self, batches: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if any(len(out) != len(batch) for _, _, batch, out in batches):
+            raise ValueError("a batch's outputs do not match its inputs")
         inputs = np.concatenate([np.asarray(batch) for _, _, batch, _ in batches])
         outputs = np.concatenate([np.asarray(out) for _, _, _, out in batches])
         summaries, raw = self._summaries(inputs)
@@ -219,3 +225,18 @@ class PredictionLog:
                 rows.append((request_id, i, when, model.name, model.version, None, None, None,
                              float(outputs[i, 0]), text, raw_input))
         return rows
+
+
+def _groups(batches: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """``batches`` in order, cut into groups of at most ``MAX_STACK_BYTES`` of inputs (a group
+    holds at least one batch)."""
+    groups: list[list[tuple[Any, ...]]] = []
+    size = MAX_STACK_BYTES
+    for item in batches:
+        nbytes = int(getattr(item[2], "nbytes", 0))
+        if size + nbytes > MAX_STACK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += nbytes
+    return groups
