@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kiln.errors import TrackingError
 from kiln.testing import tiny_config
 from kiln.tracking import finisher, mlflow_process, spare
 from kiln.tracking.base import Scope
@@ -23,6 +24,11 @@ from kiln.train import Trainer
 FACTORY = "tests.tracking.test_spare:DescriptorTracker"
 PRELOAD = "tests.tracking.test_spare:mark_preloaded"
 FD_VARIABLE = "KILN_TEST_HANDED_FD"
+
+
+def failing_preload(path: str) -> None:
+    """A preload that fails as a store that cannot be opened would."""
+    raise OSError(f"cannot open the store at {path}")
 
 
 def mark_preloaded(path: str) -> None:
@@ -98,24 +104,40 @@ def test_a_spare_preloads_then_works_as_the_adopting_trackers_worker(tmp_path: P
 
 
 @pytest.mark.usefixtures("importable_tests")
-def test_a_spare_nobody_adopts_exits_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+def test_a_spare_nobody_adopts_exits_and_one_let_go_is_replaced(tmp_path: Path) -> None:
     unwanted = _start_spare(tmp_path / "a.json")
     _wait_for(tmp_path / "a.json")
     unwanted.channel.close()  # what the run's process exiting does
     assert unwanted.process.wait(timeout=30) == 0
 
-    dead = _start_spare(tmp_path / "b.json")
-    dead.discard()
-    assert dead.process.poll() is not None
+    let_go = _start_spare(tmp_path / "b.json")
+    let_go.discard()  # not killed (it may be creating a store's tables): it leaves once preloaded
     out, handed = tmp_path / "calls.jsonl", tmp_path / "lock"
     handed.write_text("x", encoding="utf-8")
     with handed.open("a") as lock_file:
         tracker = RemoteTracker("descriptor", FACTORY, (str(out),), 60,
-                                env_fds={FD_VARIABLE: lock_file.fileno()}, spare=dead)
+                                env_fds={FD_VARIABLE: lock_file.fileno()}, spare=let_go)
     tracker.close("completed")
-    assert tracker.process is not dead.process
+    assert tracker.process is not let_go.process and not let_go.adopted
+    assert let_go.process.wait(timeout=30) == 0
     first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
     assert first["pid"] == tracker.process.pid
+
+
+@pytest.mark.usefixtures("importable_tests")
+def test_a_failed_preload_is_the_trackers_error_at_adoption(tmp_path: Path) -> None:
+    command = [*worker_command(60, False, 0), "--preload", "tests.tracking.test_spare:failing_preload",
+               "--preload-arg", "nowhere"]
+    worker = spare.start(command, "test", {})
+    handed = tmp_path / "lock"
+    handed.write_text("x", encoding="utf-8")
+    with handed.open("a") as lock_file:
+        tracker = RemoteTracker("descriptor", FACTORY, (str(tmp_path / "calls.jsonl"),), 60,
+                                env_fds={FD_VARIABLE: lock_file.fileno()}, spare=worker)
+    assert worker.process.wait(timeout=60) == 1
+    with pytest.raises(TrackingError, match="OSError: cannot open the store at nowhere"):
+        tracker.log_metrics({"loss": 0.5}, 1, "step")
+    assert not (tmp_path / "calls.jsonl").exists()  # the tracker was never built
 
 
 def test_a_run_adopts_the_prestarted_mlflow_worker_which_holds_the_lock(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ is read (``start``); the tracker's constructor later *adopts* it (``RemoteTracke
 and hands it what only exists by then: the run's finisher lock and its log file, as file
 descriptors sent over a Unix socket (``SCM_RIGHTS``), so the lock is never free between the two
 processes. A spare nobody adopts (the run failed before training, or its settings changed) sees
-its socket close and exits; ``discard`` stops it at once.
+its socket close and exits once its preload is done.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,37 +31,48 @@ MAX_FDS = 8
 @dataclass
 class SpareWorker:
     """A started ``kiln.tracking.worker`` waiting to be adopted; ``key`` says what it was started
-    for (a tracker adopts only a spare started with its own settings)."""
+    for (a tracker adopts only a spare started with its own settings).
+
+    Adoption (on the tracker's thread) and ``discard`` (the training thread, or exit) are
+    exclusive: a spare is either handed its descriptors or let go, never both."""
 
     process: subprocess.Popen[bytes]
     channel: socket.socket
     key: Hashable
-    adopted: bool = field(default=False)
+    adopted: bool = False
+    discarded: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def hand_over(self, env_fds: Mapping[str, int], stderr: int | None) -> None:
         """Send the worker the file descriptors it gets at adoption: ``env_fds`` are named to it
-        by environment variable (the finisher lock), ``stderr`` becomes its standard error."""
+        by environment variable (the finisher lock), ``stderr`` becomes its standard error.
+        OSError when the spare was let go or is gone: start a worker instead."""
         order = list(dict.fromkeys([*env_fds.values(), *([stderr] if stderr is not None else [])]))
         message = {
             "env_fds": {name: order.index(fd) for name, fd in env_fds.items()},
             "stderr": order.index(stderr) if stderr is not None else None,
         }
-        socket.send_fds(self.channel, [json.dumps(message).encode()], order)
-        self.adopted = True
-        self.channel.close()
+        with self._lock:
+            if self.discarded:
+                raise OSError("the spare worker was let go")
+            socket.send_fds(self.channel, [json.dumps(message).encode()], order)
+            self.adopted = True
+            self.channel.close()
 
     def discard(self) -> None:
-        """Stop a spare that will not be adopted (SIGTERM: the worker leaves without a word)."""
-        with contextlib.suppress(OSError):
-            self.channel.close()
-        if not self.adopted and self.alive():
-            with contextlib.suppress(OSError):
-                self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+        """Let a spare go that will not be adopted: close its socket, so it exits once its preload
+        returns. Not killed: a signal cannot interrupt a preload blocked in C, and could cut short
+        MLflow's first creation of a store's tables; it is detached and silent meanwhile."""
+        with self._lock:
+            if self.adopted or self.discarded:
+                return
+            self.discarded = True
+            for closable in (self.channel, self.process.stdin, self.process.stdout):
+                with contextlib.suppress(OSError, AttributeError):
+                    closable.close()  # type: ignore[union-attr]
 
 
 def start(command: Sequence[str], key: Hashable, env: Mapping[str, str]) -> SpareWorker:

@@ -131,12 +131,13 @@ def serve(
 
     reports = stdout if isinstance(stdout, _Reports) else _Reports(stdout)
     spool = _Spool(stdin)
-    if preload is not None:
-        with contextlib.suppress(Exception):  # the tracker's own construction reports any failure
-            preload()
+    failed = _run_preload(preload)
     if fd_socket is not None and not _adopted(fd_socket):
         return 0, False
     factory_path, args = pickle.load(spool)  # the channel is our own parent's pipe
+    if failed is not None:  # the tracker would fail the same way, after as long a wait
+        reports.emit({"error": failed})
+        return 1, False
     if start_after > 0:
         reports.emit({"collecting": start_after})
         if not spool.wait_for_end(start_after):
@@ -165,6 +166,21 @@ def serve(
         if method == "close":
             reports.emit({"closed": True})
             return 0, durable
+
+
+def _run_preload(preload: Callable[[], object] | None) -> str | None:
+    """Run a spare's preload; its error, if it failed (a store that cannot be opened: reported at
+    adoption rather than met again, after the same timeouts, by the tracker). A missing package
+    is left to the tracker, whose error names the extra to install."""
+    if preload is None:
+        return None
+    try:
+        preload()
+    except ImportError:
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {_one_line(exc)}"
+    return None
 
 
 def _adopted(fd_socket: int) -> bool:
