@@ -199,3 +199,14 @@ def test_a_run_that_fails_before_training_leaves_no_worker_behind(tmp_path: Path
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the spare worker outlived the failed run"
         time.sleep(0.1)
+
+
+def test_a_second_prestart_for_the_same_settings_keeps_the_first_spare(tmp_path: Path) -> None:
+    """kiln train starts one, then the run it finds in run.dir resumes and asks again."""
+    cfg = tiny_config(tmp_path, backends=("mlflow",))
+    mlflow_process.prestart(cfg)
+    first = mlflow_process._spare
+    mlflow_process.prestart(cfg)
+    assert first is not None and mlflow_process._spare is first and first.alive()
+    first.discard()
+    assert first.process.wait(timeout=60) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,3 +39,14 @@ def print_table(title: str, columns: list[str], rows: Iterable[list[Any]], heade
         table.add_row(*(fmt(v) for v in row))
     # Piped output (a file, a CI log) gets room for full run names instead of 80 columns.
     Console(width=None if sys.stdout.isatty() else 120).print(table)
+
+
+def prestart_trackers(cfg: Any) -> None:
+    """Start the run's MLflow worker now, on rank 0, so that its imports overlap this process's
+    own start-up (torch, the data, a checkpoint) instead of its training (``kiln.tracking.spare``)."""
+    from kiln.distributed.env import launch_env
+    from kiln.tracking.mlflow_process import prestart
+
+    if launch_env().rank == 0:
+        with contextlib.suppress(OSError):  # the tracker starts its own worker and reports
+            prestart(cfg)

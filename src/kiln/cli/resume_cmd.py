@@ -54,6 +54,7 @@ def resume_run(
 def continue_run(path: str, overrides: list[str], allow_config_change: bool, quiet: bool) -> int:
     """In this process (a torchrun worker, or the only one): resume, start over or report the
     run finished; the exit code."""
+    from kiln.cli.common import prestart_trackers
     from kiln.cli.fit_report import announce, report
     from kiln.distributed.group import is_rank_zero
     from kiln.runs.rundir import RunDir
@@ -68,6 +69,7 @@ def continue_run(path: str, overrides: list[str], allow_config_change: bool, qui
         return 0 if summary.finished else 1
     if is_rank_zero():
         print(_starting(plan), flush=True)
+        prestart_trackers(plan.config)
     return report(resume(plan, callbacks=[announce()], quiet=quiet))
 
 

@@ -11,11 +11,10 @@ the run, resumes it, starts it over from step 0 when it stopped before its first
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from typing import Any
 
-from kiln.cli.common import add_config_args
+from kiln.cli.common import add_config_args, prestart_trackers
 from kiln.cli.fit_report import announce, report
 from kiln.cli.launch import add_launch_args
 
@@ -52,20 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if _wants_launch(args, cfg.run.device):
         settled = _answer_before_launch(args, cfg) if cfg.run.dir is not None else None
         return settled if settled is not None else _launch(args, cfg)
-    _prestart_trackers(cfg)
+    prestart_trackers(cfg)
     with worker_process():  # inside torchrun: errors reach its report; the group is left at exit
         return _train(args, cfg)
-
-
-def _prestart_trackers(cfg: Any) -> None:
-    """Start the MLflow worker now, on rank 0, so that its imports overlap this process's own
-    (torch, the data) instead of the first seconds of training (``kiln.tracking.spare``)."""
-    from kiln.distributed.env import launch_env
-    from kiln.tracking.mlflow_process import prestart
-
-    if launch_env().rank == 0:
-        with contextlib.suppress(OSError):  # the tracker starts its own worker and reports
-            prestart(cfg)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

@@ -57,8 +57,12 @@ def prestart(cfg: KilnConfig) -> None:
 
     uri = tracking_uri(cfg.tracking.uri, cfg.run.output_dir)
     timeout, delay = cfg.tracking.close_timeout, cfg.tracking.mlflow_start_delay
+    key = _key(uri, timeout, delay)
+    with _spare_lock:
+        if _spare is not None and _spare.key == key and _spare.alive() and not _spare.discarded:
+            return  # started already (kiln train, then the run it found in run.dir)
     command = [*worker_command(timeout, True, delay), "--preload", PRELOAD, "--preload-arg", uri]
-    started = spare.start(command, _key(uri, timeout, delay), worker_env(_worker_env()))
+    started = spare.start(command, key, worker_env(_worker_env()))
     with _spare_lock:
         previous, _spare = _spare, started
     if previous is not None:
