@@ -115,7 +115,7 @@ def test_compare_for_regression_uses_the_prediction_bins_and_an_empty_window_giv
 def test_training_columns_equal_the_server_summaries_of_the_same_inputs(shape: tuple[int, ...], image: bool) -> None:
     """The reference (kiln.train.reference) and the log (kiln.monitor.summary) summarize alike:
     the normalized batch the server holds, undone, gives the columns training binned."""
-    from kiln.train.reference import _broadcast
+    from kiln.data.normalization import broadcast_stat as _broadcast
 
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 17, size=(50, *shape)) / 16.0  # ties, as pixels have
