@@ -17,6 +17,7 @@ import numpy as np
 
 from kiln.data.normalization import input_normalization
 from kiln.data.spec import DataSpec
+from kiln.models.answers import to_probabilities
 from kiln.models.reference import REFERENCE, compute_reference, write_reference
 
 if TYPE_CHECKING:
@@ -65,22 +66,10 @@ def collect(model: nn.Module, loader: DataLoader[Any], task: Task, device: torch
                 x = x[: limit - seen]
                 logits = model(x.to(device)).float().reshape(len(x), -1)
                 inputs.append(x.cpu().double().numpy() * std + mean)
-                outputs.append(_answers(logits, spec.task).cpu().numpy())
+                outputs.append(to_probabilities(logits.cpu().numpy(), spec.task))
                 seen += len(x)
                 if seen >= limit:
                     break
     finally:
         model.train(was_training)
     return np.concatenate(inputs), np.concatenate(outputs)
-
-
-def _answers(logits: Any, task: str) -> Any:
-    """What the server answers for ``logits`` (kiln.serve.backends.base.to_probabilities)."""
-    import torch
-
-    if task == "classification":
-        return torch.softmax(logits, dim=1)
-    if task == "binary":
-        positive = torch.sigmoid(logits[:, :1])
-        return torch.cat([1 - positive, positive], dim=1)
-    return logits

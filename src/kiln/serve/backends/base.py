@@ -1,22 +1,8 @@
-"""What every predictor answers in: float32 arrays, and probabilities made from raw outputs."""
+"""What every predictor answers in: float32 arrays, and probabilities made from raw outputs
+(the rule lives in :mod:`kiln.models.answers`, which training's reference statistics share)."""
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from kiln.models.answers import Array, to_probabilities
 
-Array = npt.NDArray[np.float32]
-
-
-def to_probabilities(outputs: Array, task: str) -> Array:
-    """Raw model outputs (logits) to what the API answers, per the task."""
-    outputs = outputs.reshape(len(outputs), -1).astype(np.float32, copy=False)
-    if task == "classification":
-        shifted = outputs - outputs.max(axis=1, keepdims=True)  # no overflow for large logits
-        exp = np.exp(shifted)
-        probs: Array = exp / exp.sum(axis=1, keepdims=True)
-        return probs
-    if task == "binary":
-        positive = 1.0 / (1.0 + np.exp(-outputs[:, :1]))
-        return np.concatenate([1.0 - positive, positive], axis=1).astype(np.float32)
-    return outputs
+__all__ = ["Array", "to_probabilities"]
