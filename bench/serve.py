@@ -87,6 +87,15 @@ def start(run: Path, backend: str, wait_ms: float, log: Path,
     raise RuntimeError("kiln serve did not become ready")
 
 
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """Read one HTTP/1.1 response (head and Content-Length body); its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+    return head
+
+
 async def connection(port: int, request: bytes, stop_at: float, budget: list[int],
                      latencies: list[float], errors: list[str]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -95,10 +104,7 @@ async def connection(port: int, request: bytes, stop_at: float, budget: list[int
             budget[0] -= 1
             start = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length"))
-            await reader.readexactly(length)
+            head = await read_response(reader)
             latencies.append(time.perf_counter() - start)
             if not head.startswith(b"HTTP/1.1 200"):
                 errors.append(head.split(b"\r\n")[0].decode())
@@ -116,10 +122,7 @@ async def scrape(port: int, stop_at: float, every: float) -> None:
         while time.perf_counter() + every < stop_at:
             await asyncio.sleep(every)
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length"))
-            await reader.readexactly(length)
+            await read_response(reader)
     finally:
         writer.close()
 
