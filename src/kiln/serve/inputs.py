@@ -34,6 +34,7 @@ from kiln.data.images.preprocess import from_spec
 from kiln.data.normalization import input_normalization
 from kiln.data.spec import DataSpec
 from kiln.errors import InputError as InputError  # its home; imported from here too
+from kiln.models.reference import is_image
 from kiln.serve.backends import Array
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Preprocessor:
 
     @property
     def image_model(self) -> bool:
-        return len(self.shape) == 3 and self.shape[0] in (1, 3)
+        return is_image(self.shape)  # the rule training's reference statistics follow too
 
     @property
     def image_formats(self) -> tuple[str, ...]:
