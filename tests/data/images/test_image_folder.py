@@ -270,6 +270,7 @@ def test_the_datasets_cross_into_worker_processes_by_pickle(files: list[Path]) -
     import pickle
 
     ds = ImageFolderDataset(files, [1] * 8, PRE, augment=shift, cache="none")
+    ds[0]  # built what a process keeps (the preprocessing's kernels, the pixel key): still picklable
     copy = pickle.loads(pickle.dumps(ds))
     assert torch.equal(copy[(3, 1)][0], ds[(3, 1)][0]) and copy.targets == ds.targets
 
@@ -289,3 +290,34 @@ def test_the_resize_filter_is_saved_and_applied() -> None:
     edge = Image.fromarray(np.repeat(np.array([[0] * 16 + [255] * 16], dtype=np.uint8), 32, axis=0))
     bilinear = Preprocessing(8, "stretch", 1, (0.0,), (1.0,))
     assert not np.array_equal(bicubic.resized(edge).numpy(), bilinear.resized(edge).numpy())
+
+
+@pytest.mark.parametrize("resize", ["shorter_side_then_center_crop", "stretch", "pad"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_preprocessing_is_bit_for_bit_its_v2_transforms(resize: str, interpolation: str, channels: int) -> None:
+    """resized/normalize call v2's kernels directly (for speed): they must give exactly what
+    v2.Compose(resize_steps()) and v2.Compose(normalize_steps()) give, on wide, tall, small
+    and large images, one at a time and as a batch."""
+    import numpy as np
+    from torchvision.transforms import v2
+
+    pre = Preprocessing(24, resize, channels, (0.485, 0.456, 0.406)[:channels], (0.229, 0.224, 0.225)[:channels],
+                        resize_size=28 if resize == "shorter_side_then_center_crop" else None,
+                        interpolation=interpolation)
+    resize_steps, normalize_steps = v2.Compose(pre.resize_steps()), v2.Compose(pre.normalize_steps())
+    rng = np.random.default_rng(0)
+    pixels = []
+    for height, width in [(40, 90), (90, 40), (10, 13), (24, 24), (300, 200)]:
+        array = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        image = Image.fromarray(array[..., 0] if channels == 1 else array)
+        got = pre.resized(image)
+        assert got.dtype == torch.uint8 and got.shape == pre.input_shape
+        assert torch.equal(got, resize_steps(image))
+        assert torch.equal(pre.normalize(got), normalize_steps(got))
+        pixels.append(got)
+    batch = torch.stack(pixels)
+    assert torch.equal(pre.normalize(batch), normalize_steps(batch))
+    floats = batch.float() / 255
+    before = floats.clone()
+    assert torch.equal(pre.normalize(floats), normalize_steps(before)) and torch.equal(floats, before)  # not in place

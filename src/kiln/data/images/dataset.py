@@ -36,7 +36,6 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -102,10 +101,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         self.cache = cache
         self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache == "disk" else None
         self._memory = _MemoryStore(len(self.files), preprocess) if cache == "memory" else None
-        self._steps: _Steps | None = None  # the composed transforms, built where first used
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_steps": None}  # transforms are rebuilt in each worker
+        self._key: tuple[Preprocessing, str] | None = None  # pixel_key(preprocess), computed once
 
     @property
     def epoch_keys(self) -> bool:
@@ -121,12 +117,12 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         pixels = self.pixels(index)
         if self.augment is not None:
             pixels = self.augment(pixels, epoch, index)
-        return self._transforms().normalize(pixels), self.targets[index]
+        return self.preprocess.normalize(pixels), self.targets[index]
 
     def pixels(self, index: int) -> torch.Tensor:
         """Image ``index`` decoded and resized: ``uint8`` ``input_shape``, the caller's to change."""
         index = self._check(index)
-        key = self._transforms().key
+        key = self._pixel_key()
         memory = self._memory
         if memory is not None:
             if memory.key != key:  # the resize settings changed: the store no longer holds them
@@ -147,13 +143,13 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
             image = open_image(data if data is not None else path, self.preprocess.channels)
         except (ValueError, OSError) as exc:  # the scan read it: the file changed since
             raise DataError(f"{path}: {exc} (it was readable when the data was scanned)") from None
-        return self._transforms().resized(image)  # type: ignore[no-any-return]
+        return self.preprocess.resized(image)
 
-    def _transforms(self) -> _Steps:
-        steps = self._steps
-        if steps is None or steps.preprocess is not self.preprocess:
-            steps = self._steps = _Steps(self.preprocess)
-        return steps
+    def _pixel_key(self) -> str:
+        """``pixel_key(self.preprocess)``, hashed once per preprocessing (eval may swap it in)."""
+        if self._key is None or self._key[0] is not self.preprocess:
+            self._key = (self.preprocess, pixel_key(self.preprocess))
+        return self._key[1]
 
     def _from_disk(self, index: int, key: str) -> torch.Tensor:
         assert self.cache_dir is not None
@@ -184,23 +180,6 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
     def __repr__(self) -> str:
         return (f"ImageFolderDataset({len(self)} images, {self.preprocess.input_shape}, cache={self.cache}, "
                 f"augment={self.augment!r})")
-
-
-class _Steps:
-    """``preprocess``'s resize and normalize transforms, composed once: building torchvision's v2
-    transforms costs more than applying them to a small cached image, so they are not rebuilt per
-    sample (``Preprocessing.resized``/``normalize`` build them per call)."""
-
-    def __init__(self, preprocess: Preprocessing) -> None:
-        from kiln._vision import torchvision
-
-        torchvision()  # before torchvision itself: see kiln._vision
-        from torchvision.transforms import v2
-
-        self.preprocess = preprocess
-        self.resized = v2.Compose(preprocess.resize_steps())
-        self.normalize = v2.Compose(preprocess.normalize_steps())
-        self.key = pixel_key(preprocess)
 
 
 class _MemoryStore:

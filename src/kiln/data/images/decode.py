@@ -36,7 +36,8 @@ def open_image(source: str | Path | bytes, channels: int) -> Image.Image:
                 raise ValueError(f"{image.width}x{image.height} pixels is more than {MAX_PIXELS:,}")
             image.seek(0)  # the first frame of an animation
             image.load()  # decode now: a truncated file fails here, not later
-            return convert(ImageOps.exif_transpose(image), channels)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: a copy of every image costs more
+            return convert(image, channels)
     except UnidentifiedImageError:
         raise ValueError("not an image file Pillow can read") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated, corrupt
