@@ -25,4 +25,4 @@ def verdict(median: float, low: float, high: float, target: float) -> str:
         return "yes"
     if low > target:
         return "no"
-    return f"not settled: the interval straddles it ({'under' if median <= target else 'over'} by the median)"
+    return f"not settled: the interval straddles it ({'meets' if median <= target else 'misses'} it by the median)"
