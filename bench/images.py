@@ -7,13 +7,15 @@ sides. Both sides apply the same steps: decode to RGB, shorter side to 64 then a
 normalization (torchvision.transforms.v2), in batches of 64 shuffled, with the same
 ``--workers`` worker processes (persistent).
 
-* **pipeline**: images per second over one epoch of the loader alone (no model), from the second
-  epoch on (the first pays the workers' start). Hand-written: ``torchvision.datasets.ImageFolder``
-  + ``DataLoader(shuffle=True)``. kiln: ``build_data`` of ``data.name: image_folder`` (every file in
+* **pipeline**: images per second over one epoch of the loader alone (no model), after one
+  warm-up epoch (the workers' start). In each round the loaders are built side by side and their
+  measured epochs interleaved (one epoch of each in turn, the order rotating), so that the
+  epochs compared ran seconds apart: whole runs one after the other drift by +-15 % on a busy VM.
+  Hand-written: ``torchvision.datasets.ImageFolder`` + ``DataLoader(shuffle=True)``. kiln: ``build_data`` of ``data.name: image_folder`` (every file in
   the training split) and the loader and keyed ``EpochSampler`` the trainer builds. Target: kiln at
   least 1.0x the hand-written rate.
-* **cache**: kiln with ``data.image.cache: memory``; its rate from the second epoch over the
-  uncached kiln rate. Target: at least 3x.
+* **cache**: kiln with ``data.image.cache: memory``; its rate after the warm-up epoch (which fills
+  the cache) over the uncached kiln rate, interleaved with the other two. Target: at least 3x.
 * **resnet18**: one training epoch of a torchvision ResNet18 (random init, 10 classes) at 64x64,
   Adam 1e-3, cross-entropy: ``Trainer.fit`` (events.jsonl and CSV, checkpointing off, no
   validation split) against a hand-written loop over the hand-written loader. Target: kiln at
@@ -97,6 +99,12 @@ def kiln_loader(root: Path, out: Path, workers: int, cache: str) -> tuple[Any, E
     return loader, sampler
 
 
+def kiln_epochs(root: Path, out: Path, workers: int, cache: str) -> tuple[Any, Callable[[int], None]]:
+    """kiln's loader and the epoch setter its sampler needs (augmentation keyed by epoch)."""
+    loader, sampler = kiln_loader(root, out, workers, cache)
+    return loader, sampler.set_epoch
+
+
 def epoch_rates(loader: Any, epochs: int, set_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Images per second of each epoch of ``loader``."""
     rates = []
@@ -108,6 +116,27 @@ def epoch_rates(loader: Any, epochs: int, set_epoch: Callable[[int], None] | Non
             seen += len(x)
         rates.append(seen / (time.perf_counter() - start))
     return rates
+
+
+def interleaved_rates(loaders: dict[str, tuple[Any, Callable[[int], None] | None]], epochs: int,
+                      first: int = 0) -> dict[str, float]:
+    """Each loader's median images/s over ``epochs`` epochs, its epochs interleaved with the
+    others' (one epoch of each in turn, the order rotating from ``first``), after one warm-up
+    epoch each (workers started, caches filled). Adjacent epochs share the machine's mood, so
+    the ratios are steadier than whole runs measured one after the other on a noisy VM."""
+    names = list(loaders)
+    for name in names:
+        loader, set_epoch = loaders[name]
+        epoch_rates(loader, 1, set_epoch)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for epoch in range(1, epochs + 1):
+        turn = (first + epoch) % len(names)
+        for name in names[turn:] + names[:turn]:
+            loader, set_epoch = loaders[name]
+            if set_epoch is not None:
+                set_epoch(epoch)
+            rates[name] += epoch_rates(loader, 1)
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def hand_resnet_epochs(root: Path, workers: int, epochs: int) -> list[float]:
@@ -160,7 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="pipeline,cache,resnet18")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per loader run (the first is dropped)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="measured epochs per loader and round (after one warm-up epoch; resnet18: the first is dropped)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--file-size", type=int, default=160, help="side of the JPEG files written")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -174,22 +204,21 @@ def main() -> None:
         results: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in parts}
         for r in range(args.rounds):
             if "pipeline" in parts or "cache" in parts:
-                sides: list[tuple[str, Callable[[], float]]] = [
-                    ("hand", lambda: statistics.median(epoch_rates(hand_loader(root, args.workers), args.epochs)[1:])),
-                    ("kiln", lambda: _kiln_rate(root, out, args.workers, "none", args.epochs)),
-                ]
+                loaders: dict[str, tuple[Any, Callable[[int], None] | None]] = {
+                    "hand": (hand_loader(root, args.workers), None),
+                    "kiln": kiln_epochs(root, out, args.workers, "none"),
+                }
                 if "cache" in parts:
-                    sides.append(("cache", lambda: _kiln_rate(root, out, args.workers, "memory", args.epochs)))
-                measured = {}
-                for label, run in sides[r % len(sides):] + sides[: r % len(sides)]:
-                    measured[label] = run()
-                    log(f"round {r}: {label} {measured[label]:.0f} images/s")
+                    loaders["cache"] = kiln_epochs(root, out, args.workers, "memory")
+                measured = interleaved_rates(loaders, args.epochs, first=r)
+                log(f"round {r}: " + ", ".join(f"{k} {v:.0f}" for k, v in measured.items()) + " images/s")
                 if "pipeline" in parts:
                     results["pipeline"][0].append(measured["kiln"])
                     results["pipeline"][1].append(measured["hand"])
                 if "cache" in parts:
                     results["cache"][0].append(measured["cache"])
                     results["cache"][1].append(measured["kiln"])
+                del loaders  # their persistent workers exit
             if "resnet18" in parts:
                 pair = [("hand", lambda: statistics.median(hand_resnet_epochs(root, args.workers, args.epochs)[1:])),
                         ("kiln", lambda: statistics.median(kiln_resnet_epochs(root, out, args.workers, args.epochs)[1:]))]
@@ -208,11 +237,6 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\npipeline and cache: images/s (cache: kiln cached over kiln uncached); resnet18: s/epoch")
-
-
-def _kiln_rate(root: Path, out: Path, workers: int, cache: str, epochs: int) -> float:
-    loader, sampler = kiln_loader(root, out, workers, cache)
-    return statistics.median(epoch_rates(loader, epochs, sampler.set_epoch)[1:])
 
 
 if __name__ == "__main__":
