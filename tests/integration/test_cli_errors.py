@@ -230,3 +230,17 @@ def test_the_shell_sees_the_same(paths: Paths, tmp_path: Path) -> None:
         result = run_cli(*argv, cwd=tmp_path)
         assert (result.returncode, message in result.stderr) == (code, True), result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_missing_dependency_is_named_but_a_users_own_module_keeps_its_traceback() -> None:
+    """kiln's declared dependencies (torch, scikit-learn as sklearn, ...) get the one-line
+    "install kiln with its dependencies" error; anything else (the user's own module behind
+    model.target, an optional extra) is not kiln's to name."""
+    from kiln.cli.main import missing_dependency
+
+    def missing(name: str) -> str | None:
+        exc = ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return missing_dependency(exc)
+
+    assert (missing("torch.nn"), missing("sklearn"), missing("yaml")) == ("torch", "scikit-learn", "pyyaml")
+    assert (missing("my_project.models"), missing("onnxruntime"), missing("")) == (None, None, None)

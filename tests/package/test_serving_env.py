@@ -118,3 +118,18 @@ def wait_ready(base: str, server: subprocess.Popen[str]) -> dict[str, str]:
             assert server.poll() is None, f"kiln serve exited with {server.returncode}"
             assert time.monotonic() < deadline, f"{base}/ready did not answer 200 in 120 s: {exc}"
             time.sleep(0.1)
+
+
+@pytest.mark.parametrize("verb", [["train"], ["export", "model"], ["sweep", "--help"]])
+def test_a_training_verb_in_the_serving_env_says_what_is_missing(serving_env: Path, verb: list[str],
+                                                                  tmp_path: Path) -> None:
+    """The serving install has no torch or MLflow: a verb that needs them says so in one line
+    (exit 1), naming the package and the full install, instead of an ImportError's traceback."""
+    result = subprocess.run([str(serving_env / "bin" / "kiln"), *verb], env=clean_env(serving_env), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    if verb[-1] == "--help":  # help needs nothing heavy: the verbs import their libraries when run
+        assert result.returncode == 0 and "usage: kiln sweep" in result.stdout, result.stderr
+        return
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: kiln {verb[0]} needs 'torch'") and "pip install kiln-ml" in lines[0]

@@ -89,6 +89,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        missing = missing_dependency(exc)
+        if debug or missing is None:
+            raise
+        print(f"error: kiln {args.verb} needs {missing!r}, which is not installed in this environment "
+              "(a serving install, as in the image of `kiln package`, has only what `kiln serve` of an "
+              f"ONNX model needs). Install kiln with its dependencies: pip install kiln-ml", file=sys.stderr)
+        return 1
+
+
+# kiln's own dependencies (pyproject.toml) whose import name is not their package's name
+_PACKAGE_OF_MODULE = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str | None:
+    """The package to install when ``exc`` is one of kiln's declared dependencies missing (a
+    torch-free serving install running a training verb), else None (a user's own module: its
+    traceback is the useful answer)."""
+    from importlib import metadata
+
+    module = (exc.name or "").split(".")[0]
+    package = _PACKAGE_OF_MODULE.get(module, module)
+    try:
+        requirements = metadata.requires("kiln-ml") or []
+    except metadata.PackageNotFoundError:  # a source checkout without an install
+        return None
+    declared = {_requirement_name(r) for r in requirements if "extra ==" not in r}
+    return package if package.lower() in declared else None
+
+
+def _requirement_name(requirement: str) -> str:
+    """``torch>=2.4`` -> ``torch`` (lower case, as pip compares names)."""
+    import re
+
+    return re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower()
 
 
 def without_worker_traceback(exc: BaseException) -> str:
