@@ -55,6 +55,7 @@ def evaluate_run(
     """
     from kiln.data.build import build_data
     from kiln.data.images.preprocess import adopt_saved_preprocessing
+    from kiln.data.images.shared_memory import one_pass
     from kiln.data.loader import loader_knobs, make_loader
     from kiln.eval.predict import collect
     from kiln.models.package import load_package
@@ -68,7 +69,8 @@ def evaluate_run(
     root = run_root(run_dir)
     cfg = RunDir(root).read_config(overrides)
     package = load_package(root)
-    data = build_data(cfg.data, cfg.run.seed, recorded_splits=RunDir(root).data_splits)  # the run's own splits
+    # the run's own splits, read once: no memory cache (kiln.data.images.shared_memory.one_pass)
+    data = build_data(one_pass(cfg.data), cfg.run.seed, recorded_splits=RunDir(root).data_splits)
     dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
         present = [s for s in SPLITS if (d := getattr(data, s)) is not None and len(d) > 0]

@@ -53,13 +53,15 @@ def _from_data(root: Path, spec: DataSpec, count: int) -> tuple[Array, str]:
     from kiln.config import load_config
     from kiln.data.build import build_data
     from kiln.data.images.preprocess import adopt_saved_preprocessing
+    from kiln.data.images.shared_memory import one_pass
     from kiln.runs.layout import RunPaths
 
     config = root / "config.yaml"
     if not config.is_file():
         raise DataError(f"{root} has no config.yaml to rebuild the data from")
     cfg = load_config(config)
-    data = build_data(cfg.data, cfg.run.seed, recorded_splits=RunPaths(root).data_splits)  # the run's own splits
+    # the run's own splits, a few images read once: no memory cache (shared_memory.one_pass)
+    data = build_data(one_pass(cfg.data), cfg.run.seed, recorded_splits=RunPaths(root).data_splits)
     for name, split in (("test", data.test), ("validation", data.val)):
         if split is not None and len(split) > 0:  # type: ignore[arg-type]
             adopt_saved_preprocessing(split, spec, data.spec)  # the model's own, as serve applies it

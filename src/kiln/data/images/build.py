@@ -16,6 +16,10 @@ The steps, in order:
    **report** (``DataBundle.report``: layout, per-split per-class counts, skipped and ignored
    files, warnings) that the run writes to ``data_report.json``.
 
+With ``cache: memory`` every split's store is counted at once (times the ranks on this node)
+against /dev/shm's free space when the build started, before any store is made, and all are made
+before step 3's statistics pass (:mod:`kiln.data.images.shared_memory`).
+
 For the data of an existing run (eval, export's parity samples, a resume) steps 1 and 2 are the
 run's record instead (``recorded``, ``<run>/data_splits.csv``; :mod:`kiln.data.images.recorded`):
 its files, checked against their sha256, in their recorded splits and order, whatever the folder
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from kiln.data.images import shared_memory
 from kiln.data.images.dataset import ImageFolderDataset
 from kiln.data.images.preprocess import SPEC_KEY, Preprocessing, default_stats
 from kiln.data.images.recorded import ImageFolderBundle, record_rows, recorded_files
@@ -91,6 +96,8 @@ def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) 
     run. A path with no file there (a run from before kiln recorded its splits, or a record
     deleted) is warned about, and the folder carved as for a new run: the best that can be done.
     """
+    # read before the scan, while no rank of this node can have made its stores yet (shared_memory)
+    free = shared_memory.free_space() if options.image.cache == "memory" else None
     if recorded is not None and recorded.is_file():
         result, plan = from_record(options, recorded)
     else:
@@ -116,10 +123,19 @@ def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) 
         from kiln.data.images.augment import build_augment
 
         augment = build_augment(options.augment, seed, channels=options.image.channels or FALLBACK_CHANNELS)
-    train = dataset("train", resolve_preprocessing(options.image), augment)
+    resized = resolve_preprocessing(options.image)  # the statistics may still be measured, not the shape
+    # every split's store, counted together (times the ranks on this node) before any is made
+    shared_memory.check_shared_memory({name: shared_memory.store_bytes(len(files), resized.input_shape)
+                                       for name, files in plan.splits.items() if files}, free)
+    # every split made before the statistics pass decodes the training one: a store that finds
+    # no room fails before that pass, not after it
+    train = dataset("train", resized, augment)
+    val, test = dataset("val", resized), dataset("test", resized)
     assert train is not None  # plan_splits always gives a training split
     preprocess = resolve_preprocessing(options.image, train)
-    train.preprocess = preprocess  # the statistics (if measured) change; the cached pixels do not
+    for split in (train, val, test):
+        if split is not None:
+            split.preprocess = preprocess  # the statistics (if measured) change; the cached pixels do not
     counts = plan.counts(classes)
     warnings = imbalance_warnings(counts, options.imbalance_warning)
     for line in warnings:
@@ -134,7 +150,7 @@ def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) 
         mean=preprocess.mean, std=preprocess.std,
         extra={SPEC_KEY: preprocess.to_dict(), CLASS_COUNTS: [train_counts[c] for c in classes]},
     )
-    return ImageFolderBundle(train=train, val=dataset("val", preprocess), test=dataset("test", preprocess),
+    return ImageFolderBundle(train=train, val=val, test=test,
                              spec=spec, report=report, record=record_rows(plan.splits, data_root(options)))
 
 

@@ -8,9 +8,10 @@ and resizing, the expensive part, while augmentation still draws anew every epoc
 - ``memory``: one ``uint8`` store ``[N, C, H, W]`` and a "filled" flag per image, both in shared
   memory, created by the process that builds the dataset. DataLoader workers (forked, or spawned:
   torch passes shared tensors by handle) write into and read from that one store, so whatever
-  ``num_workers`` is, each image is decoded once per run. The store is made with pages the
-  operating system commits only when written: a split never read (eval building all three)
-  costs nothing. Entries are keyed by index, valid for this dataset's files within one run.
+  ``num_workers`` is, each image is decoded once per run. torch reserves the store whole in
+  /dev/shm as it makes it, read or not, so the image folder's builder counts every split's store
+  together, times the ranks on the node, before it makes any (:mod:`kiln.data.images.shared_memory`).
+  Entries are keyed by index, valid for this dataset's files within one run.
 - ``disk``: one file per image under ``cache_dir`` (default ``$XDG_CACHE_HOME/kiln/images``, else
   ``~/.cache/kiln/images``), named by the sha256 of the image file's bytes and a digest of the
   resize settings (size, resize rule, resize_size, channels: what the cached pixels depend on;
@@ -31,8 +32,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,10 +41,10 @@ from torch.utils.data import Dataset
 
 from kiln import settings
 from kiln.data.images.preprocess import Preprocessing
+from kiln.data.images.shared_memory import MemoryStore
 from kiln.errors import ConfigError, DataError
 
 CACHES = ("none", "memory", "disk")
-SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory (a size-limited tmpfs)
 
 Augment = Callable[[torch.Tensor, int, int], torch.Tensor]
 
@@ -100,8 +99,8 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         self.augment = augment
         self.cache = cache
         self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache == "disk" else None
-        self._memory = _MemoryStore(len(self.files), preprocess) if cache == "memory" else None
         self._key: tuple[Preprocessing, str] | None = None  # pixel_key(preprocess), computed once
+        self._memory = self._new_store() if cache == "memory" else None
 
     @property
     def epoch_keys(self) -> bool:
@@ -126,7 +125,8 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         memory = self._memory
         if memory is not None:
             if memory.key != key:  # the resize settings changed: the store no longer holds them
-                memory = self._memory = _MemoryStore(len(self.files), self.preprocess)
+                self._memory = memory = None  # dropped first: the new one need not find room beside it
+                memory = self._memory = self._new_store()
             if memory.filled[index]:
                 return memory.pixels[index].clone()
         pixels = self._from_disk(index, key) if self.cache_dir is not None else self._decode(index, None)
@@ -134,6 +134,9 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
             memory.pixels[index].copy_(pixels)
             memory.filled[index] = True  # after the pixels: a reader never sees a half-written image
         return pixels
+
+    def _new_store(self) -> MemoryStore:
+        return MemoryStore(len(self.files), self.preprocess.input_shape, self._pixel_key())
 
     def _decode(self, index: int, data: bytes | None) -> torch.Tensor:
         from kiln.data.images.decode import open_image
@@ -180,37 +183,6 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
     def __repr__(self) -> str:
         return (f"ImageFolderDataset({len(self)} images, {self.preprocess.input_shape}, cache={self.cache}, "
                 f"augment={self.augment!r})")
-
-
-class _MemoryStore:
-    """The shared ``uint8`` pixels ``[N, C, H, W]`` and their "filled" flags."""
-
-    def __init__(self, count: int, preprocess: Preprocessing) -> None:
-        shape = (count, *preprocess.input_shape)
-        size = math.prod(shape)
-        _check_shared_memory(size)
-        # _new_shared maps fresh shared memory whose pages are committed only when written;
-        # Tensor.share_memory_() would copy (so commit) the whole store up front.
-        storage = torch.UntypedStorage._new_shared(max(size, 1))  # type: ignore[no-untyped-call]
-        self.pixels = torch.empty(0, dtype=torch.uint8).set_(storage)[:size].view(shape)
-        self.filled = torch.zeros(count, dtype=torch.bool).share_memory_()  # type: ignore[no-untyped-call]
-        self.key = pixel_key(preprocess)
-
-
-def _check_shared_memory(size: int) -> None:
-    """Refuse a store larger than the free shared memory: writing past it would kill the process
-    with SIGBUS mid-epoch (Docker gives containers 64 MB of /dev/shm unless told otherwise)."""
-    if not sys.platform.startswith("linux") or not SHARED_MEMORY.is_dir():
-        return
-    free = shutil.disk_usage(SHARED_MEMORY).free
-    if size > free:
-        raise ConfigError(
-            f"data.image.cache: memory needs {size / 1e9:.2f} GB of shared memory for these images, "
-            f"but {SHARED_MEMORY} has {free / 1e9:.2f} GB free",
-            field="data.image.cache",
-            hint="use data.image.cache=disk, a smaller data.image.size, or more shared memory "
-                 "(in Docker: docker run --shm-size=...)",
-        )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
