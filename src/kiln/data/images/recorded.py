@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -84,6 +85,31 @@ class ImageFolderBundle(DataBundle):
     """A DataBundle that carries the files of its splits, so the run can record them."""
 
     record: tuple[RecordedFile, ...] = ()
+
+    def content_digest(self) -> str | None:
+        """sha256 of what training reads, from what the build already knows, no file read:
+        every split's files in dataset order (path relative to the data root, label, split,
+        sha256 of the bytes), the class names, the preprocessing and the augmentation steps.
+        The run seed is left out: it changes no file, and a carve it moves is in the rows.
+
+        None when the bundle cannot vouch for that (no record; datasets or augmentation that
+        are not the build's own): ``kiln.data.fingerprint`` then samples items instead.
+        """
+        from kiln.data.images.augment import Augment
+        from kiln.data.images.dataset import ImageFolderDataset
+
+        train = self.train
+        if not self.record or not isinstance(train, ImageFolderDataset):
+            return None
+        if train.augment is not None and not isinstance(train.augment, Augment):
+            return None
+        steps = [step.model_dump(mode="json") for step in train.augment.steps] if train.augment else []
+        digest = hashlib.sha256()
+        head = {"classes": list(self.spec.class_names), "preprocess": train.preprocess.to_dict(), "augment": steps}
+        digest.update(json.dumps(head, sort_keys=True).encode() + b"\n")
+        for row in self.record:  # one JSON line each: no separator inside a name can shift a field
+            digest.update(json.dumps([row.path, row.label, row.split, row.sha256]).encode() + b"\n")
+        return digest.hexdigest()
 
 
 def record_rows(splits: dict[str, list[ImageFile] | None], root: Path) -> tuple[RecordedFile, ...]:

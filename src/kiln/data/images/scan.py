@@ -16,17 +16,24 @@ What the scan finds, and what each finding does (``data.image.on_error``):
 - **ignored files**, listed, never a problem: hidden files and folders (``.DS_Store``, ``._x``,
   ``.git``), ``Thumbs.db``, ``desktop.ini`` and ``__MACOSX``, what operating systems leave behind.
 
-Cost: every image is read and fully decoded once (``open_image``, the same decode training uses);
-nothing cheaper catches a truncated JPEG, whose header reads fine. That is about one epoch's
-decoding, paid before every run, spread over a pool of threads (Pillow and hashlib release the
-GIL while they work). The bytes read for decoding are also hashed, for the leak check.
+Cost: every image is read and fully decoded (``open_image``, the same decode training uses);
+nothing cheaper catches a truncated JPEG, whose header reads fine. The bytes read for decoding are
+also hashed, for the leak check. That is about one epoch's decoding, spread over a pool of
+threads (Pillow and hashlib release the GIL while they work), but paid once per file, not per
+run: each file's verdict (its sha256, or why it is bad) is kept on disk (``kiln.data.images.
+scan_cache``, under ``$XDG_CACHE_HOME/kiln/scans``) and reused while ``os.stat`` shows the file
+unchanged, so a scan of an unchanged folder reads no image, only stats every file. A file
+changed, added or written in the last two seconds is read again; deleting that folder makes the
+next scan read everything.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +53,10 @@ SPLITS = ("train", "val", "test")  # in this order: a copy in a later split is t
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 MAX_THREADS = 8
+CANNOT_READ = "cannot read the file"  # a verdict the scan cache does not keep (it can pass unchanged)
+STAT_CHUNK = 512  # files stat'ed per task of the pool: one task per stat would cost more than the stat
+
+log = logging.getLogger("kiln")
 
 Layout = Literal["class_folders", "split_folders", "manifest"]
 
@@ -99,7 +110,8 @@ class ScanResult:
     bad: list[Issue] = field(default_factory=list)
     fatal: list[Issue] = field(default_factory=list)
     ignored: list[Issue] = field(default_factory=list)
-    scanned: int = 0  # files read and decoded
+    scanned: int = 0  # files checked: read and decoded, or unchanged since a scan cached them
+    reused: int = 0  # of those, the files unchanged since a cached scan (none read)
 
     def stopping(self, on_error: str) -> list[Issue]:
         """The problems that stop a run under ``on_error`` (stop: all; skip: the dataset's)."""
@@ -129,14 +141,14 @@ def scan(options: ImageFolderOptions) -> ScanResult:
     """List, read and check every file of ``options`` (``data.path`` or ``data.manifest``)."""
     listing = _listing(options)
     channels = options.image.channels or 3
-    files = _read_all(listing.candidates, channels, listing.bad)
+    files, reused = _read_all(listing.source, listing.candidates, channels, listing.bad)
     files = _leaks(files, listing.splits_given, listing.bad)
     classes = sorted({*listing.classes, *(f.class_name for f in files)})
     listing.fatal.extend(_dataset_problems(listing, classes, files))
     return ScanResult(
         layout=listing.layout, source=listing.source, class_names=tuple(classes), files=files,
         splits_given=listing.splits_given, bad=sorted(listing.bad, key=lambda i: i.path), fatal=listing.fatal,
-        ignored=listing.ignored, scanned=len(listing.candidates),
+        ignored=listing.ignored, scanned=len(listing.candidates), reused=reused,
     )
 
 
@@ -315,20 +327,41 @@ def _list_manifest(manifest: Path) -> _Listing:
     return listing
 
 
-def _read_all(candidates: list[ImageFile], channels: int, bad: list[Issue]) -> list[ImageFile]:
-    """The candidates that decode, with their sha256; the others go to ``bad``."""
+def _read_all(source: Path, candidates: list[ImageFile], channels: int,
+              bad: list[Issue]) -> tuple[list[ImageFile], int]:
+    """The candidates that decode, with their sha256 (the others go to ``bad``), and how many
+    verdicts came from the scan cache: every file is stat'ed, and read only when its stat is not
+    the cached one."""
     if not candidates:
-        return []
+        return [], 0
+    from kiln.data.images.scan_cache import ScanCache, stat_of
+
+    cache = ScanCache.load(source, channels)
+    started = time.time_ns()  # before any stat: the settle rule compares file times with it
     threads = min(MAX_THREADS, os.cpu_count() or 1, len(candidates))
+    paths = [f.path for f in candidates]
     with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda f: _read(f.path, channels), candidates))
+        chunks = [paths[i:i + STAT_CHUNK] for i in range(0, len(paths), STAT_CHUNK)]
+        stats = [s for chunk in pool.map(lambda c: [stat_of(p) for p in c], chunks) for s in chunk]
+        names = [cache.name(p) for p in paths]
+        results: list[tuple[str, str | None] | None] = [cache.get(n, st) for n, st in zip(names, stats, strict=True)]
+        missed = [i for i, verdict in enumerate(results) if verdict is None]
+        for i, verdict in zip(missed, pool.map(lambda i: _read(paths[i], channels), missed), strict=True):
+            results[i] = verdict
+    verdicts = [v for v in results if v is not None]
+    reused = len(candidates) - len(missed)
+    cache.save([(name, stat, verdict, not (verdict[1] or "").startswith(CANNOT_READ))
+                for name, stat, verdict in zip(names, stats, verdicts, strict=True)], started)
+    if reused:
+        log.info("image_folder: %d of %d files unchanged since an earlier scan (verdicts kept in %s); %d read "
+                 "and decoded", reused, len(candidates), cache.file, len(missed))
     good = []
-    for image, (digest, problem) in zip(candidates, results, strict=True):
+    for image, (digest, problem) in zip(candidates, verdicts, strict=True):
         if problem is None:
             good.append(ImageFile(image.path, image.class_name, image.split, digest))
         else:
             bad.append(Issue(str(image.path), problem))
-    return good
+    return good, reused
 
 
 def _read(path: Path, channels: int) -> tuple[str, str | None]:
@@ -338,7 +371,7 @@ def _read(path: Path, channels: int) -> tuple[str, str | None]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return "", f"cannot read the file: {exc.strerror or exc}"
+        return "", f"{CANNOT_READ}: {exc.strerror or exc}"
     if not data:
         return "", "empty file (0 bytes)"
     try:
