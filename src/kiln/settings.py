@@ -7,7 +7,7 @@ CUBLAS_WORKSPACE_CONFIG during a ``run.deterministic`` fit when it was not set. 
 worker's variables below are set in that child process's environment only.
 
 ``kiln.distributed`` imports nothing of kiln (not even this module), so it reads torchrun's own
-variables itself: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
+variables itself: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
 TORCHELASTIC_RESTART_COUNT and TORCHELASTIC_USE_AGENT_STORE (kiln/distributed/env.py, group.py).
 """
 

@@ -29,8 +29,10 @@ MIN_SIDE = 64  # images smaller than this are scaled up by a whole factor
 def write_preview(cfg: KilnConfig, path: Path, count: int = 32) -> Path:
     """Build ``cfg``'s data and write the grid of ``count`` training samples to ``path``."""
     from kiln.data.build import build_data
+    from kiln.data.images.shared_memory import one_pass
 
-    return preview_from_bundle(build_data(cfg.data, cfg.run.seed), path, count)
+    # a few images read once: no memory cache, which would reserve every split's store
+    return preview_from_bundle(build_data(one_pass(cfg.data), cfg.run.seed), path, count)
 
 
 def preview_from_bundle(bundle: DataBundle, path: Path, count: int = 32) -> Path:

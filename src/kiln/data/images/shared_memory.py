@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import os
 import shutil
 import sys
 from collections.abc import Mapping
@@ -37,15 +36,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kiln.distributed.env import launch_env
 from kiln.errors import ConfigError
 
 if TYPE_CHECKING:
     from kiln.config.data_options import DataConfig
 
 SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory (a size-limited tmpfs)
-# torchrun's count of the ranks on this node; WORLD_SIZE bounds it when another launcher left it out
-LOCAL_WORLD_SIZE = "LOCAL_WORLD_SIZE"
-WORLD_SIZE = "WORLD_SIZE"
 
 
 class MemoryStore:
@@ -89,11 +86,11 @@ def free_space() -> int | None:
 
 def local_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
     """How many processes on this node build the same stores, and what said so."""
-    env = os.environ if environ is None else environ
-    if env.get(LOCAL_WORLD_SIZE):
-        return int(env[LOCAL_WORLD_SIZE]), LOCAL_WORLD_SIZE
-    if int(env.get(WORLD_SIZE) or 1) > 1:
-        return int(env[WORLD_SIZE]), f"{WORLD_SIZE}; {LOCAL_WORLD_SIZE} is not set, so all may share this node"
+    launch = launch_env(environ)
+    if launch.local_world_size is not None:
+        return launch.local_world_size, "LOCAL_WORLD_SIZE"
+    if launch.world_size > 1:
+        return launch.world_size, "WORLD_SIZE; LOCAL_WORLD_SIZE is not set, so all may share this node"
     return 1, "a single process"
 
 
@@ -106,7 +103,7 @@ def check_shared_memory(sizes: Mapping[str, int], free: int | None) -> None:
     check(sizes, free=free, ranks=ranks, ranks_from=said)
 
 
-def check(sizes: Mapping[str, int], *, free: int, ranks: int = 1, ranks_from: str = LOCAL_WORLD_SIZE) -> None:
+def check(sizes: Mapping[str, int], *, free: int, ranks: int = 1, ranks_from: str = "LOCAL_WORLD_SIZE") -> None:
     """The arithmetic of :func:`check_shared_memory`, on the figures it is given."""
     if sum(sizes.values()) * ranks > free:
         raise refusal(sizes, free=free, ranks=ranks, ranks_from=ranks_from)
