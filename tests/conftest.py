@@ -47,11 +47,18 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xdg-state")
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.fixture(autouse=True)
-def _quiet_env(monkeypatch: pytest.MonkeyPatch, _state_home: Path) -> None:
+def _quiet_env(monkeypatch: pytest.MonkeyPatch, _state_home: Path, _cache_home: Path) -> None:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     # kiln serve keeps a models:/ URI's prediction log under $XDG_STATE_HOME: never the tester's home
     monkeypatch.setenv("XDG_STATE_HOME", str(_state_home))
+    # image scans keep their verdicts (and disk caches their pixels) under $XDG_CACHE_HOME
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

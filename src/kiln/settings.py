@@ -32,7 +32,8 @@ MLFLOW_HTTP_REQUEST_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
 MLFLOW_HTTP_REQUEST_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 # The user's cache root (XDG base directories): data.image.cache: disk keeps decoded images in
-# $XDG_CACHE_HOME/kiln/images, else ~/.cache/kiln/images (kiln.data.images.dataset).
+# $XDG_CACHE_HOME/kiln/images, else ~/.cache/kiln/images (kiln.data.images.dataset), and image
+# scans keep their verdicts in .../kiln/scans (kiln.data.images.scan_cache).
 XDG_CACHE_HOME = "XDG_CACHE_HOME"
 # Set by kiln only in its MLflow worker's environment: the inherited file descriptor of the
 # run's finisher lock (kiln.tracking.finisher).

@@ -75,3 +75,16 @@ def test_preview_writes_a_png_grid_of_training_samples(root: Path, tmp_path: Pat
     assert f"wrote {out}" in done.stdout
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 4 * SIZE
+
+
+def test_a_second_check_of_an_unchanged_folder_says_it_read_nothing_again(root: Path) -> None:
+    """The scan keeps each file's verdict ($XDG_CACHE_HOME/kiln/scans): the second check says how
+    many files were unchanged. A file written in the last 2 s is never kept (scan_cache.SETTLE_NS)."""
+    import time
+
+    time.sleep(2.1)  # let the files settle, so that the first check may keep their verdicts
+    first, again = check(root), check(root)
+    assert first[0] == again[0] == 0, first[1] + again[1]
+    first_text, again_text = " ".join(first[1].split()), " ".join(again[1].split())  # the title may wrap
+    assert "20 files checked" in first_text and "unchanged" not in first_text
+    assert "20 files checked (20 unchanged since the last scan)" in again_text

@@ -58,7 +58,9 @@ def run_check(args: argparse.Namespace) -> int:
         rows = [[c, *(counts[s][c] for s in columns)] for c in result.class_names]  # type: ignore[index]
         rows.append(["total", *(sum(counts[s].values()) for s in columns)])  # type: ignore[union-attr]
         headers = ["class", *(f"{s} ({plan.origins[s]})" for s in columns)]
-        print_table(f"{result.source}: {LAYOUTS[result.layout]}, {result.scanned} files read", headers, rows)
+        unchanged = f" ({result.reused} unchanged since the last scan)" if result.reused else ""
+        print_table(f"{result.source}: {LAYOUTS[result.layout]}, {result.scanned} files checked{unchanged}",
+                    headers, rows)
         for line in imbalance_warnings(counts, options.imbalance_warning):
             print(f"warning: {line}")
     skipped = result.bad if on_error == "skip" else []

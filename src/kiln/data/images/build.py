@@ -292,7 +292,8 @@ def build_report(result: ScanResult, plan: Plan, counts: dict[str, dict[str, int
         layout         "class_folders" | "split_folders" | "manifest"
         source         the folder (data.path) or the CSV (data.manifest), as given
         classes        class names, sorted; a class's index is its position
-        files_scanned  files read and decoded by the scan (read and hashed, from a record)
+        files_scanned  files checked by the scan: read and decoded, or unchanged since a cached scan
+                       (read and hashed, from a record)
         on_error       "stop" | "skip"
         splits         {"train"|"val"|"test": null (no such split) or
                         {"origin": "given" | "carved" | "recorded" (read from the run's
