@@ -23,7 +23,7 @@ from kiln.batch_predict.progress import file_hash
 
 if TYPE_CHECKING:
     from kiln.serve.inputs import Preprocessor
-    from kiln.serve.model import ServedModel
+    from kiln.serve.model import ModelSource, ServedModel
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,9 @@ def load_for_prediction(model: str | Path, backend: str | None, batch_size: int,
     ``kiln serve``, unless ``allow_unverified``.
     """
     from kiln.serve.inputs import Preprocessor
-    from kiln.serve.model import load_served_model, prepare_model, warm_up
+    from kiln.serve.model import load_served_model, warm_up
 
-    chosen = backend if backend is not None else _default_backend(model)
-    source = prepare_model(model, chosen, allow_unverified=allow_unverified)
+    source = _prepare(model, backend, allow_unverified)
     served = load_served_model(source, threads=threads)
     warm_up(served)
     files = [source.export_file] if source.export_file is not None else [
@@ -60,15 +59,28 @@ def load_for_prediction(model: str | Path, backend: str | None, batch_size: int,
     return LoadedModel(served, Preprocessor(served.spec, batch_size), file_hash(files))
 
 
-def _default_backend(model: str | Path) -> str:
-    """onnx for a named ``.onnx`` file or a run whose ONNX export is verified; torch otherwise
-    (a run without an export, or whose export failed parity: the eager model is the reference)."""
+def _prepare(model: str | Path, backend: str | None, allow_unverified: bool) -> ModelSource:
+    """``kiln serve``'s ``prepare_model`` with the batch job's default backend: onnx for a named
+    ``.onnx`` file or a run whose ONNX export is verified; torch otherwise (a run without an
+    export, or whose export failed parity: the eager model is the reference).
+
+    The model is resolved once: a ``models:/`` URI is one registry lookup (and at most one
+    download), whose package the default backend is then chosen from, and the alias cannot move
+    between choosing the backend and loading the model.
+    """
+    from dataclasses import replace
+
     from kiln.serve.model import prepare_model
     from kiln.serve.verify import check_export
 
     named = Path(str(model))
-    if named.is_file() and named.suffix == ".onnx":
-        return "onnx"
-    package_dir = prepare_model(model, "torch").package_dir  # resolves; prepares nothing
-    onnx = package_dir / "model.onnx"
-    return "onnx" if onnx.is_file() and check_export(package_dir, onnx).verified else "torch"
+    if backend is None and named.is_file() and named.suffix == ".onnx":
+        backend = "onnx"
+    if backend is not None:
+        return prepare_model(model, backend, allow_unverified=allow_unverified)
+    eager = prepare_model(model, "torch", allow_unverified=allow_unverified)  # the torch backend prepares nothing
+    onnx = eager.package_dir / "model.onnx"
+    if not (onnx.is_file() and check_export(eager.package_dir, onnx).verified):
+        return eager
+    exported = prepare_model(eager.package_dir, "onnx", allow_unverified=allow_unverified)
+    return replace(exported, name=eager.name, version=eager.version, registry=eager.registry)
