@@ -219,3 +219,30 @@ def test_a_chunk_of_bad_rows_only_is_listed_and_the_job_goes_on(trained_run: Pat
     assert [e["row"] for e in _errors(output)] == [0, 1, 2]
     table = pd.read_csv(output, dtype={"id": str}) if suffix == ".csv" else pd.read_parquet(output)
     assert table["row"].tolist() == [3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_chunk_without_a_row_to_predict_is_committed_and_the_job_goes_on(trained_run: Path, tmp_path: Path,
+                                                                           suffix: str) -> None:
+    """Chunks (of 3 rows) whose lines are all malformed (rows 3-5) or all blank (rows 9-11, the
+    file's end, as from files joined with cat): no model call, the errors listed, exit 0 for the
+    blank ones. The model's input is [1, 8, 8], not flat."""
+    frame = digits_csv(tmp_path / "in.csv", 9)
+    if suffix == ".csv":
+        lines = (tmp_path / "in.csv").read_text().splitlines()
+        for row in (3, 4, 5):
+            lines[row + 1] = ",".join(lines[row + 1].split(",")[:7])
+        (tmp_path / "in.csv").write_text("\n".join(lines) + "\n" + "\n" * 3)
+        reason = "line 5 has 7 values, the header has 65"
+    else:
+        rows = [json.dumps(r) for r in frame.drop(columns="id").to_numpy().tolist()]
+        rows[3:6] = ["[1, 2]"] * 3
+        (tmp_path / "in.jsonl").write_text("\n".join(rows) + "\n" + "\n" * 3)
+        reason = "has shape [2]"
+    output = tmp_path / "out.csv"
+    options = PredictOptions(id_columns=("id",) if suffix == ".csv" else (), chunk_size=3)
+    report = predict_file(trained_run, tmp_path / f"in{suffix}", output, options)
+    assert (report.rows, report.predicted, report.failed) == (12, 6, 3)
+    errors = _errors(output)
+    assert [e["row"] for e in errors] == [3, 4, 5] and reason in str(errors[0]["reason"])
+    assert pd.read_csv(output)["row"].tolist() == [0, 1, 2, 6, 7, 8]

@@ -50,7 +50,9 @@ def make_chunk(index: int, rows: int, ids: pa.Table, values: Any, reasons: list[
     import numpy as np
 
     batch = pre.normalize(np.asarray(values, dtype=np.float64).reshape(len(values), *pre.shape))
-    overflow = ~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    # over every axis but the first: reshape(0, -1) is an error, so a chunk without a row to
+    # predict (its lines all blank or malformed) would fail
+    overflow = ~np.isfinite(batch).all(axis=tuple(range(1, batch.ndim)))
     for i in np.flatnonzero(overflow).tolist():
         if reasons[i] is None:
             reasons[i] = "a value is too large for float32 once normalized; send finite numbers within 3.4e38"

@@ -41,7 +41,7 @@ def table_features(table: pa.Table, names: Sequence[str]) -> tuple[npt.NDArray[n
 
 def array_reasons(values: npt.NDArray[np.float64]) -> Reasons:
     """Reasons for rows of an already numeric array ``[rows, features]``: NaN or infinity."""
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), int(np.prod(values.shape[1:])))  # (0, -1) would not do
     bad = ~np.isfinite(flat).all(axis=1)
     reasons: Reasons = [None] * len(values)
     for i in np.flatnonzero(bad).tolist():
