@@ -156,3 +156,13 @@ def test_other_datasets_are_still_sampled() -> None:
         return fingerprint(DataBundle(Items(offset), None, None, spec))
 
     assert of(0.0) == of(0.0) and of(0.0) != of(0.5)
+
+
+def test_new_decoding_rules_change_it(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoders' versions and kiln's decoding rules change the pixels of the same files, so
+    they change the fingerprint (as they change the disk cache's key)."""
+    from kiln.data.images import dataset
+
+    before = digest(bundle(root))
+    monkeypatch.setattr(dataset, "DECODE_RULES", dataset.DECODE_RULES + 1)
+    assert digest(bundle(root)) != before

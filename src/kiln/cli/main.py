@@ -107,23 +107,33 @@ def missing_dependency(exc: ModuleNotFoundError) -> str | None:
     """The package to install when ``exc`` is one of kiln's declared dependencies missing (a
     torch-free serving install running a training verb), else None (a user's own module: its
     traceback is the useful answer)."""
+    import importlib.util
     from importlib import metadata
 
     module = (exc.name or "").split(".")[0]
+    if not module or importlib.util.find_spec(module) is not None:  # installed: a submodule failed
+        return None
     package = _PACKAGE_OF_MODULE.get(module, module)
     try:
         requirements = metadata.requires("kiln-ml") or []
     except metadata.PackageNotFoundError:  # a source checkout without an install
         return None
     declared = {_requirement_name(r) for r in requirements if "extra ==" not in r}
-    return package if package.lower() in declared else None
+    return package if _normalized(package) in declared else None
 
 
 def _requirement_name(requirement: str) -> str:
-    """``torch>=2.4`` -> ``torch`` (lower case, as pip compares names)."""
+    """``typing-extensions>=4.5`` -> ``typing-extensions``, normalized as pip compares names."""
     import re
 
-    return re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower()
+    return _normalized(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0])
+
+
+def _normalized(name: str) -> str:
+    """A package name as PEP 503 compares it: lower case, runs of ``-_.`` as one ``-``."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def without_worker_traceback(exc: BaseException) -> str:

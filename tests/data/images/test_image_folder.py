@@ -346,3 +346,22 @@ def test_a_loader_batch_is_the_items_stacked_bit_for_bit(files: list[Path]) -> N
     for workers in (0, 2):
         (x, y), = DataLoader(ds, batch_size=5, sampler=keys, num_workers=workers)
         assert torch.equal(x, expected) and y.tolist() == [5, 0, 7, 3, 1]
+
+
+def test_a_decoded_image_keeps_no_file_open(tmp_path: Path) -> None:
+    """Given a path, Pillow maps uncompressed images (BMP, TIFF) and keeps the file open while
+    the image lives; open_image reads them through its own file object, so the images a caller
+    keeps hold no descriptor (a long eval or an API user would run out of them)."""
+    import os
+
+    import numpy as np
+
+    paths = []
+    for i, suffix in enumerate([".bmp", ".tif"] * 4):
+        path = tmp_path / f"gray{i}{suffix}"
+        Image.fromarray(np.full((16, 16), 10 * i, dtype=np.uint8)).save(path)
+        paths.append(path)
+    before = len(os.listdir("/proc/self/fd"))
+    kept = [open_image(path, 1) for path in paths]
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert [int(np.asarray(image)[0, 0]) for image in kept] == [10 * i for i in range(8)]

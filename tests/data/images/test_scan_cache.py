@@ -274,3 +274,46 @@ def test_scans_racing_each_other_leave_a_whole_cache(root: Path, cache_home: Pat
     [file] = cache_files(cache_home)
     assert len(json.loads(file.read_text())["files"]) == FILES + 4
     assert not [p for p in cache_home.iterdir() if p.suffix == ".tmp"]  # no temporary file left behind
+
+
+@pytest.mark.usefixtures("settled")
+def test_without_any_cache_folder_the_scan_reads_everything_and_warns(
+        root: Path, reads: Counter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No $XDG_CACHE_HOME and no home directory (a container run as a user id with no passwd
+    entry, where pathlib raises RuntimeError): one warning, and every scan reads every file."""
+    from kiln.errors import ConfigError
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with caplog.at_level(logging.WARNING, logger="kiln"):
+        first, second = scan(options(root)), scan(options(root))
+    assert (reads.calls, second.reused, len(first.files)) == (2 * FILES, 0, FILES)
+    assert "no folder for kiln's caches" in caplog.text and "XDG_CACHE_HOME" in caplog.text
+    from kiln.data.images.dataset import ImageFolderDataset
+    from kiln.data.images.preprocess import Preprocessing
+
+    with pytest.raises(ConfigError, match="no home directory"):  # a disk cache has nowhere to go: said so
+        ImageFolderDataset([], [], Preprocessing(8, "stretch", 3, (0.5,), (0.5,)), cache="disk")
+
+
+@pytest.mark.usefixtures("settled")
+def test_running_out_of_memory_is_not_kept_as_the_files_verdict(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MemoryError while decoding says nothing about the file: the scan reports it, but the
+    next scan reads the file again (and finds it good) instead of a kept "bad file"."""
+    real = decode.open_image
+    victim = sorted(root.rglob("*.png"))[0]
+
+    def short_of_memory(source: Any, channels: int) -> Any:
+        if isinstance(source, bytes) and source == victim.read_bytes():
+            raise MemoryError
+        return real(source, channels)
+
+    monkeypatch.setattr(decode, "open_image", short_of_memory)
+    first = scan(options(root, on_error="skip"))
+    assert [(i.path, i.reason) for i in first.bad] == [(str(victim), "cannot read the file: out of memory while decoding it")]
+    monkeypatch.setattr(decode, "open_image", real)
+    again = scan(options(root))
+    assert not again.bad and len(again.files) == FILES and again.reused == FILES - 1

@@ -53,9 +53,20 @@ DECODE_RULES = 1  # kiln.data.images.decode's conversions: raise it when they ch
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/kiln/images``, else ``~/.cache/kiln/images``."""
+    """``$XDG_CACHE_HOME/kiln/images``, else ``~/.cache/kiln/images``. ConfigError when neither
+    can be found (no $XDG_CACHE_HOME, no $HOME and a user id without a home: a container run as
+    an arbitrary user)."""
     root = os.environ.get(settings.XDG_CACHE_HOME)
-    return (Path(root) if root else Path.home() / ".cache") / "kiln" / "images"
+    if root:
+        return Path(root) / "kiln" / "images"
+    try:
+        home = Path.home()
+    except RuntimeError:  # pathlib: "Could not determine home directory."
+        raise ConfigError(
+            "no folder for kiln's caches: $XDG_CACHE_HOME is not set and this user has no home directory",
+            field="data.image.cache", hint="set XDG_CACHE_HOME (or HOME) to a writable folder, or data.image.cache=memory",
+        ) from None
+    return home / ".cache" / "kiln" / "images"
 
 
 def pixel_key(preprocess: Preprocessing) -> str:

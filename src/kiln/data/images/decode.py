@@ -27,9 +27,11 @@ def open_image(source: str | Path | bytes, channels: int) -> Image.Image:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with Image.open(handle) as image:
+        # a file object, not a path: given a path, Pillow maps uncompressed images (BMP, TIFF)
+        # and the returned image would keep the file open for as long as it lives
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as handle, \
+                Image.open(handle) as image:
             if image.format not in FORMATS:
                 raise ValueError(f"unsupported image format {image.format}; supported: {', '.join(FORMATS)}")
             if image.width * image.height > MAX_PIXELS:

@@ -89,7 +89,8 @@ class ImageFolderBundle(DataBundle):
     def content_digest(self) -> str | None:
         """sha256 of what training reads, from what the build already knows, no file read:
         every split's files in dataset order (path relative to the data root, label, split,
-        sha256 of the bytes), the class names, the preprocessing and the augmentation steps.
+        sha256 of the bytes), the class names, the preprocessing, the decoders' versions and the
+        augmentation steps.
         The run seed is left out: it changes no file, and a carve it moves is in the rows.
 
         None when the bundle cannot vouch for that (no record; datasets or augmentation that
@@ -103,9 +104,13 @@ class ImageFolderBundle(DataBundle):
             return None
         if train.augment is not None and not isinstance(train.augment, Augment):
             return None
+        from kiln.data.images.dataset import pixel_key
+
         steps = [step.model_dump(mode="json") for step in train.augment.steps] if train.augment else []
         digest = hashlib.sha256()
-        head = {"classes": list(self.spec.class_names), "preprocess": train.preprocess.to_dict(), "augment": steps}
+        # pixel_key: the resize settings and the decoders' versions, which change the pixels too
+        head = {"classes": list(self.spec.class_names), "preprocess": train.preprocess.to_dict(), "augment": steps,
+                "pixels": pixel_key(train.preprocess)}
         digest.update(json.dumps(head, sort_keys=True).encode() + b"\n")
         for row in self.record:  # one JSON line each: no separator inside a name can shift a field
             digest.update(json.dumps([row.path, row.label, row.split, row.sha256]).encode() + b"\n")

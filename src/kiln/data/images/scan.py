@@ -378,6 +378,8 @@ def _read(path: Path, channels: int) -> tuple[str, str | None]:
         open_image(data, channels)
     except ValueError as exc:
         return "", str(exc)
+    except MemoryError:  # this machine's state, not the file's: never kept by the scan cache
+        return "", f"{CANNOT_READ}: out of memory while decoding it"
     except Exception as exc:  # a damaged file can trip anything inside a Pillow plugin
         return "", f"unreadable image: {exception_line(exc)}"
     return hashlib.sha256(data).hexdigest(), None

@@ -54,6 +54,7 @@ from pathlib import Path, PurePath
 from typing import Any, TypeGuard
 
 from kiln.data.images.dataset import DECODE_RULES, default_cache_dir
+from kiln.errors import ConfigError
 
 log = logging.getLogger("kiln")
 
@@ -88,7 +89,7 @@ class ScanCache:
     ('5f1c...', None)
     """
 
-    file: Path
+    file: Path | None  # None: there is no cache folder (nothing is loaded or kept)
     base: Path  # the folder files are named relative to
     header: dict[str, Any]
     entries: dict[str, Any]  # name -> [size, mtime_ns, ctime_ns, ino, sha256, problem], as loaded
@@ -106,9 +107,13 @@ class ScanCache:
         header = {"schema": SCHEMA, "source": str(resolved), "channels": channels,
                   "pillow": PIL.__version__, "decode_rules": DECODE_RULES}
         name = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:32]
-        file = scans_dir() / f"{name}.json"
         base = source if source.is_dir() else source.parent
-        return cls(file, base, header, _read_entries(file, header))
+        try:
+            file: Path | None = scans_dir() / f"{name}.json"
+        except ConfigError as exc:  # no cache folder at all: scan without one, as if it were unwritable
+            log.warning("image_folder: %s: every scan reads every file; %s", exc.message, exc.hint)
+            file = None
+        return cls(file, base, header, _read_entries(file, header) if file is not None else {})
 
     def name(self, path: Path) -> str:
         """``path`` as the cache names it: relative to the source folder (absolute outside it)."""
@@ -137,7 +142,7 @@ class ScanCache:
         settled = started_ns - SETTLE_NS
         entries = {name: [*stat, *verdict] for name, stat, verdict, keep in seen
                    if keep and stat is not None and max(stat[1], stat[2]) < settled}
-        if entries == self.entries:
+        if entries == self.entries or self.file is None:
             return
         try:
             _write_atomic(self.file, json.dumps({**self.header, "files": entries}, separators=(",", ":")))

@@ -116,6 +116,8 @@ def refusal(sizes: Mapping[str, int], *, free: int, ranks: int, ranks_from: str,
     parts = " + ".join(f"{name} {_size(n)}" for name, n in sizes.items())
     per_node = f", times {ranks} ranks on this node ({ranks_from})" if ranks > 1 else ""
     fewer = "fewer ranks on this node (torchrun --nproc_per_node), " if ranks > 1 else ""
+    if ranks > 1 and ranks_from.startswith("WORLD_SIZE"):  # another launcher: it may know better
+        fewer += "LOCAL_WORLD_SIZE set to the ranks really on this node, "
     why = f"torch could not reserve it ({cause})" if cause else "a store that does not fit fails as it is made"
     return ConfigError(
         f"data.image.cache: memory needs {_size(need)} of shared memory ({parts}{per_node}), but "
