@@ -25,6 +25,8 @@ Exit codes of the ``kiln`` command, carried by each class as ``exit_code``:
   was asked while doing the work (a registered model, an alias, an MLflow experiment, a study):
   a store's contents change, so the same command may be right tomorrow. Every other KilnError.
 - **130 / 143**: stopped by SIGINT / SIGTERM (set per instance by the errors that say so).
+- **141**: the program reading kiln's output closed it (``kiln runs ls | head``); the CLI stops
+  quietly, as a program stopped by SIGPIPE would.
 """
 
 from __future__ import annotations

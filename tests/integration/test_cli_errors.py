@@ -10,6 +10,7 @@ to prove the shell sees the same.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,3 +247,17 @@ def test_a_missing_module_is_named_only_when_it_is_a_dependency_kiln_lacks() -> 
     assert (missing("my_project.models"), missing("onnxruntime_x"), missing("")) == (None, None, None)
     assert _requirement_name("typing-extensions>=4.5") == _normalized("typing_extensions") == "typing-extensions"
     assert _requirement_name("pydantic<3,>=2.6") == "pydantic" and _normalized("Ruamel.YAML") == "ruamel-yaml"
+
+
+def test_a_reader_that_leaves_early_stops_kiln_quietly(tmp_path: Path) -> None:
+    """`kiln config schema | head -1`: the reader closes the pipe; kiln exits 141 (as a program
+    stopped by SIGPIPE) without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has already gone: every write fails with EPIPE
+    with os.fdopen(write, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "kiln", "config", "schema"], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 141 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

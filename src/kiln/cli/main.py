@@ -1,6 +1,7 @@
 """The ``kiln`` command: a thin shell over library functions, one module per verb.
 
-Exit codes: 0 success, 1 failure, 2 usage or config error, 130 interrupted, 143 terminated;
+Exit codes: 0 success, 1 failure, 2 usage or config error, 130 interrupted, 143 terminated,
+141 when the reader of its output went away (``| head``);
 which error is which is written down in :mod:`kiln.errors`.
 Heavy libraries are imported inside each verb, so ``kiln --help`` starts fast.
 """
@@ -89,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output left (kiln runs ls | head): nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        return 141  # what a shell reports for a program stopped by SIGPIPE
     except ModuleNotFoundError as exc:
         missing = missing_dependency(exc)
         if debug or missing is None:
