@@ -91,7 +91,7 @@ def reference(run: Path, x: np.ndarray) -> np.ndarray:
     batch = Preprocessor(package.spec, 1 << 30).normalize(
         np.asarray(x, dtype=np.float64).reshape(len(x), *package.spec.input_shape))
     with torch.no_grad():
-        logits: torch.Tensor = package.model(torch.from_numpy(batch)).double()
+        logits = package.model(torch.from_numpy(batch)).double()
     if package.spec.task == "binary":
         positive = torch.sigmoid(logits[:, 0])
         return torch.stack([1 - positive, positive], 1).numpy()

@@ -6,7 +6,6 @@ count) is a bad row with the reason.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,27 +15,7 @@ import numpy as np
 
 from kiln.batch_predict.chunk import Chunk, make_chunk
 from kiln.batch_predict.features import array_reasons
-
-
-class CountingFile(io.RawIOBase):
-    """A binary file that counts the bytes read from it (the progress bar's position)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
-        self.read_bytes = 0
-
-    def readinto(self, buffer: Any) -> int:
-        count = self._file.readinto(buffer) or 0
-        self.read_bytes += count
-        return count
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
+from kiln.batch_predict.tables import CountingFile
 
 
 class JsonLinesSource:
@@ -55,6 +34,8 @@ class JsonLinesSource:
         return self._counter.read_bytes if self._counter is not None else 0
 
     def chunks(self, size: int, skip: int) -> Iterator[Chunk | None]:
+        import io
+
         import pyarrow as pa
 
         self._counter = CountingFile(self.path)

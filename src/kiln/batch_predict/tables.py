@@ -5,31 +5,56 @@ every ``data.name: csv`` model), found by name in any order, every other column 
 the output (an id, the true label); for a model without names (digits, a user's dataset), every
 column except the ``--id-column`` ones, which must then be as many as the model's inputs.
 
-A CSV's other columns are read as text: an identifier such as ``007`` reaches the output as
-written. A bad value fails its row, not the file. Rows are numbered from 0, the first line after
-the header (``row`` in the output and the errors file; line = row + 2); a line whose every value
-is empty (a blank line) is skipped, neither predicted nor an error, and keeps its number. A line
-with too few or too many values is a bad row too: pyarrow's parser reports it with its line,
-single-threaded, so the numbering stays exact (``kiln.batch_predict.csv_blocks``).
+A CSV is read as text, every column: an identifier such as ``007`` reaches the output as written,
+and a bad value fails its row, not the file. Rows are numbered from 0, the first line after the
+header (``row`` in the output and the errors file; line = row + 2); a line whose every value is
+empty (a blank line) is skipped, neither predicted nor an error, and keeps its number. A line with too few or too
+many values is a bad row too: pyarrow's parser reports it with its line, single-threaded, so the
+numbering stays exact.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import io
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kiln.batch_predict.chunk import Chunk, make_chunk
-from kiln.batch_predict.csv_blocks import CsvBlocks
 from kiln.batch_predict.features import table_features
-from kiln.batch_predict.pieces import ROW, Piece, group
-from kiln.errors import UsageError
+from kiln.errors import DataError, UsageError
+
+log = logging.getLogger("kiln")
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+ROW = "row"
+BLOCK_BYTES = 1 << 20
+
+
+class CountingFile(io.RawIOBase):
+    """A binary file that counts the bytes read from it (the progress bar's position)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self.read_bytes = 0
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._file.readinto(buffer) or 0
+        self.read_bytes += count
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, size: int,
@@ -76,7 +101,7 @@ class TableSource:
         self.pre = pre
         self._table = table
         self.kind = "table" if path is None else ("parquet" if path.suffix.lower() == ".parquet" else "csv")
-        self._csv: CsvBlocks | None = None  # the CSV read under way
+        self._counter: CountingFile | None = None
         what = "the table" if path is None else str(path)
         self.columns = self._column_names()
         self.features, self.passed = feature_columns(self.columns, spec_names, pre.size, id_columns, what)
@@ -85,15 +110,7 @@ class TableSource:
 
     @property
     def read_bytes(self) -> int:
-        """Bytes of the CSV read so far, counted as each block's rows are handed on (the progress
-        bar's position): only grows, and ends at the file's size."""
-        return self._csv.read_bytes if self._csv is not None else 0
-
-    @property
-    def careful_blocks(self) -> list[tuple[int, int]]:
-        """``(first row, rows)`` of each CSV block read as text (one holding a bad value or line,
-        or a few after a run of such: ``csv_blocks``); the other blocks were read the fast way."""
-        return list(self._csv.careful) if self._csv is not None else []
+        return self._counter.read_bytes if self._counter is not None else 0
 
     def _column_names(self) -> list[str]:
         if self._table is not None:
@@ -127,59 +144,138 @@ class TableSource:
         return None
 
     def chunks(self, size: int, skip: int) -> Iterator[Chunk | None]:
-        """A CSV is read block by block (``kiln.batch_predict.csv_blocks``): the fast way, and a
-        block holding a value that is not a number or a line of the wrong length the careful
-        way, then the fast way again. A chunk may hold blocks of both kinds; its features are
-        converted a run of same-kind blocks at a time."""
-        pieces: Iterable[Piece]
-        if self.kind == "csv":
-            assert self.path is not None
-            self._csv = CsvBlocks(self.path, self.columns, self.features)
-            pieces = self._csv.pieces()
-        else:
-            pieces = self._table_pieces()
-        for index, rows, parts in group(pieces, size):
-            yield None if index < skip else self._chunk(index, rows, parts)
+        """A CSV is first read the fast way: features parsed as numbers, on every core. The first
+        value that is not a number or line of the wrong length stops that read; the rest is read
+        again the careful way (text, one thread, malformed lines numbered), from the first chunk
+        not yet handed out, so each bad row is found and named and the good ones cost no more."""
+        if self.kind != "csv":
+            yield from self._chunks(size, skip, careful=False)
+            return
+        handed = skip
+        try:
+            for index, chunk in enumerate(self._chunks(size, skip, careful=False)):
+                yield chunk
+                handed = index + 1
+            return
+        except _NotClean:
+            log.info("%s holds a malformed line or a value that is not a number: reading it again "
+                     "from chunk %d to find the bad rows", self.path, handed)
+        for index, chunk in enumerate(self._chunks(size, max(skip, handed), careful=True)):
+            if index >= handed:  # the chunks before were handed out already (None when skipped)
+                yield chunk
 
-    def _chunk(self, index: int, rows: int, parts: list[Piece]) -> Chunk:
-        import pyarrow as pa
+    def _chunks(self, size: int, skip: int, careful: bool) -> Iterator[Chunk | None]:
+        bad: dict[int, str] = {}
+        for index, numbers, table, rows in _group(self._pieces(bad, careful), size, bad):
+            if index < skip:
+                yield None
+                continue
+            import pyarrow as pa
 
-        errors = [error for part in parts for error in part.errors]  # each part's in row order
-        ids, values, reasons = [], [], []
-        for _, run in itertools.groupby(parts, key=lambda part: part.careful):
-            same = list(run)
-            table = pa.concat_tables([part.table for part in same])
-            numbers = np.concatenate([part.numbers for part in same])
+            errors = [{ROW: r, "reason": bad[r]} for r in sorted(bad) if index * size <= r < index * size + rows]
             if self.kind == "csv" and table.num_rows:
                 table, numbers = _without_blank_lines(table, numbers)
-            if table.num_rows == 0:  # every row of the run was malformed (or blank)
+            if table.num_rows == 0:  # every row of the chunk was malformed (or blank)
+                empty = {ROW: pa.array([], pa.int64()), **{c: pa.array([], pa.string()) for c in self.passed}}
+                yield make_chunk(index, rows, pa.table(empty), np.zeros((0, self.pre.size)), [], self.pre, errors)
                 continue
-            ids.append(table.select(self.passed).add_column(0, ROW, pa.array(numbers, type=pa.int64())))
-            run_values, run_reasons = table_features(table, self.features)
-            values.append(run_values)
-            reasons.extend(run_reasons)
-        if not ids:
-            empty = {ROW: pa.array([], pa.int64()), **{c: pa.array([], pa.string()) for c in self.passed}}
-            return make_chunk(index, rows, pa.table(empty), np.zeros((0, self.pre.size)), [], self.pre, errors)
-        return make_chunk(index, rows, pa.concat_tables(ids) if len(ids) > 1 else ids[0],
-                          np.concatenate(values), reasons, self.pre, errors)
+            ids = table.select(self.passed).add_column(0, ROW, pa.array(numbers, type=pa.int64()))
+            values, reasons = table_features(table, self.features)
+            yield make_chunk(index, rows, ids, values, reasons, self.pre, errors)
 
-    def _table_pieces(self) -> Iterator[Piece]:
-        """A Parquet file's or an in-memory table's rows, a record batch at a time."""
-        import pyarrow as pa
-
+    def _pieces(self, bad: dict[int, str], careful: bool) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """``(row numbers, record batch)`` in input order; malformed CSV lines land in ``bad``."""
         if self._table is not None:
-            batches = iter(self._table.to_batches(max_chunksize=65536))
-        else:
+            start = 0
+            for batch in self._table.to_batches(max_chunksize=65536):
+                yield np.arange(start, start + batch.num_rows), batch
+                start += batch.num_rows
+            return
+        assert self.path is not None
+        if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            batches = pq.ParquetFile(self.path).iter_batches(batch_size=65536)
-        start = 0
-        for batch in batches:
-            rows = batch.num_rows
-            yield Piece(start, rows, np.arange(start, start + rows, dtype=np.int64),
-                        pa.Table.from_batches([batch]), [])
-            start += rows
+            start = 0
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=65536):
+                yield np.arange(start, start + batch.num_rows), batch
+                start += batch.num_rows
+            return
+        yield from (self._csv_pieces(bad) if careful else self._fast_csv_pieces())
+
+    def _fast_csv_pieces(self) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """Features parsed as float64 by pyarrow on every core (empty is null, "nan" and "inf"
+        are numbers); _NotClean at the first line or value that needs the careful read."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        types = {c: (pa.float64() if c in self.features else pa.string()) for c in self.columns}
+        self._counter = CountingFile(self.path)  # type: ignore[arg-type]
+        reader = None
+        try:
+            try:  # opening reads the first block already
+                reader = pacsv.open_csv(
+                    self._counter,
+                    read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+                    parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                    convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                         null_values=[""]),
+                )
+            except pa.ArrowInvalid as exc:
+                raise _NotClean(str(exc)) from None
+            start = 0
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except pa.ArrowInvalid as exc:
+                    raise _NotClean(str(exc)) from None
+                yield np.arange(start, start + batch.num_rows), batch
+                start += batch.num_rows
+        finally:
+            if reader is not None:
+                reader.close()  # stops its read-ahead now, not at interpreter exit
+            self._counter.close()
+
+    def _csv_pieces(self, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        expected = len(self.columns)
+
+        def on_invalid(row: Any) -> str:
+            if row.number is None:  # only multi-threaded parsing loses it, and this one is not
+                raise DataError(f"{self.path}: a line has {row.actual_columns} values, not {expected}")
+            bad[row.number - 2] = (f"line {row.number} has {row.actual_columns} values, the header "
+                                   f"has {row.expected_columns}")
+            return "skip"
+
+        self._counter = CountingFile(self.path)  # type: ignore[arg-type]
+        reader = None
+        try:
+            reader = pacsv.open_csv(
+                self._counter,
+                read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in self.columns},
+                    strings_can_be_null=True, null_values=[""]),
+            )
+            next_row = 0
+            for batch in reader:
+                count = batch.num_rows
+                pending = np.array(sorted(r for r in bad if r >= next_row), dtype=np.int64)
+                candidates = np.arange(next_row, next_row + count + len(pending))
+                numbers = candidates[~np.isin(candidates, pending)][:count]
+                if count:
+                    next_row = int(numbers[-1]) + 1
+                yield numbers, batch
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{self.path} cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+        finally:
+            if reader is not None:
+                reader.close()
+            self._counter.close()
 
 
 def _without_blank_lines(table: pa.Table, numbers: np.ndarray) -> tuple[pa.Table, np.ndarray]:
@@ -195,3 +291,44 @@ def _without_blank_lines(table: pa.Table, numbers: np.ndarray) -> tuple[pa.Table
         if not blank.any():
             return table, numbers
     return table.filter(pa.array(~blank)), numbers[~blank]
+
+
+class _NotClean(Exception):
+    """The fast CSV read met a line or value only the careful read can name."""
+
+
+def _group(pieces: Iterator[tuple[np.ndarray, Any]], size: int,
+           bad: dict[int, str]) -> Iterator[tuple[int, np.ndarray, pa.Table, int]]:
+    """Regroup pieces into chunks of ``size`` input rows: ``(index, row numbers, table, rows)``.
+
+    A chunk's rows are those numbered ``index*size`` up to the next chunk's first; bad rows count
+    (they are in ``bad``, not in the pieces), so chunks are the same whatever the reader's blocks.
+    """
+    import pyarrow as pa
+
+    index, held_numbers, held = 0, [], []
+    schema = None
+    for numbers, batch in pieces:
+        schema = batch.schema
+        while True:
+            end = (index + 1) * size
+            k = int(np.searchsorted(numbers, end))
+            if k:
+                held_numbers.append(numbers[:k])
+                held.append(batch.slice(0, k))
+            if k == len(numbers):
+                break
+            numbers, batch = numbers[k:], batch.slice(k)
+            yield index, _cat(held_numbers), pa.Table.from_batches(held, schema), size
+            index, held_numbers, held = index + 1, [], []
+    seen = [int(n[-1]) for n in held_numbers if len(n)]
+    last = max([*seen, *bad.keys(), index * size - 1])
+    while index * size <= last or held:
+        rows = min(size, last + 1 - index * size)
+        table = pa.Table.from_batches(held, schema) if schema is not None else pa.table({})
+        yield index, _cat(held_numbers), table, rows
+        index, held_numbers, held = index + 1, [], []
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
