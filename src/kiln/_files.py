@@ -31,9 +31,13 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write text atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_text(path: Path, text: str, *, concurrent: bool = False) -> None:
+    """Write text atomically (temporary file, fsync, rename). ``concurrent``: other processes
+    may write ``path`` at the same time (a cache shared by runs), so the temporary file is this
+    writer's own; otherwise one ``<name>.tmp`` is used (and replaced by the next writer)."""
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp" if concurrent else path.name + ".tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
             f.write(text)

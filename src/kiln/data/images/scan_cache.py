@@ -47,12 +47,12 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, TypeGuard
 
+from kiln._files import write_text
 from kiln.data.images.dataset import DECODE_RULES, default_cache_dir
 from kiln.errors import ConfigError
 
@@ -145,7 +145,8 @@ class ScanCache:
         if entries == self.entries or self.file is None:
             return
         try:
-            _write_atomic(self.file, json.dumps({**self.header, "files": entries}, separators=(",", ":")))
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.file, json.dumps({**self.header, "files": entries}, separators=(",", ":")), concurrent=True)
         except OSError as exc:
             log.warning("image_folder: cannot write the scan cache %s (%s): the next scan reads every file "
                         "again; make the folder writable or set XDG_CACHE_HOME", self.file.parent,
@@ -175,19 +176,3 @@ def _valid(entry: Any) -> TypeGuard[list[Any]]:
     return (isinstance(entry, list) and len(entry) == 6 and all(type(v) is int for v in entry[:4])
             and isinstance(entry[4], str) and (entry[5] is None or isinstance(entry[5], str))
             and (entry[5] is None) == bool(entry[4]))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file of this process's own, fsynced and renamed
-    into place (``kiln._files.write_text`` shares one temporary name between writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
