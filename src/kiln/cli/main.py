@@ -62,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kiln ARGV``; the exit code."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # the reader of our output left (kiln runs ls | head): nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        return 141  # what a shell reports for a program stopped by SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -90,11 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of our output left (kiln runs ls | head): nothing to say
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
-        return 141  # what a shell reports for a program stopped by SIGPIPE
     except ModuleNotFoundError as exc:
         missing = missing_dependency(exc)
         if debug or missing is None:
