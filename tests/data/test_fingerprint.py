@@ -9,13 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from PIL import Image
+from tests.counting import Counter
 from torch.utils.data import Dataset
 
 from kiln.config.image_options import ImageFolderOptions
@@ -27,17 +27,6 @@ from kiln.data.spec import DataBundle, DataSpec
 from kiln.testing.images import write_digits_folder
 
 SIZE = 16
-
-
-class Counter:
-    """Calls of a real function, counted (the function still runs)."""
-
-    def __init__(self, real: Callable[..., Any]) -> None:
-        self.real, self.calls = real, 0
-
-    def __call__(self, *args: Any) -> Any:
-        self.calls += 1
-        return self.real(*args)
 
 
 @pytest.fixture(autouse=True)

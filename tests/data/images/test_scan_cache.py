@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from tests.counting import Counter
 
 from kiln.config.image_options import ImageFolderOptions
 from kiln.data.images import decode, scan_cache
@@ -31,17 +31,6 @@ from kiln.testing.images import write_digits_folder
 
 SIZE = 16
 FILES = 18  # write_digits_folder: 3 classes of 6
-
-
-class Counter:
-    """Calls of a real function, counted (the function still runs)."""
-
-    def __init__(self, real: Callable[..., Any]) -> None:
-        self.real, self.calls = real, 0
-
-    def __call__(self, *args: Any) -> Any:
-        self.calls += 1
-        return self.real(*args)
 
 
 @pytest.fixture(autouse=True)
