@@ -18,15 +18,22 @@ NOLOAD = "The ``noload`` loader strategy is deprecated"  # SQLAlchemy 2.x, insid
 pytestmark = pytest.mark.filterwarnings(f"ignore:{NOLOAD}:DeprecationWarning")
 
 
-def test_predict_by_alias_and_version(trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    run = Path(shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name))
+def registered(given: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of run ``given`` synced to a fresh SQLite MLflow store (the tracking URI from now
+    on) and registered as ``name`` version 1, alias ``champion``; the copy's path."""
+    run = Path(shutil.copytree(given, tmp_path / "runs" / given.name))
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=NOLOAD, category=DeprecationWarning)
         assert sync_run(run, uri).model_logged
-        assert register_run(run, "predict-digits", alias="champion", uri=uri).version == 1
+        assert register_run(run, name, alias="champion", uri=uri).version == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return run
+
+
+def test_predict_by_alias_and_version(trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = registered(trained_run, tmp_path, "predict-digits", monkeypatch)
     digits_csv(tmp_path / "in.csv", 30)
     common = ["--input", str(tmp_path / "in.csv"), "--id-column", "id", "--backend", "torch", "--top-k", "3"]
     assert main(["predict", str(run), *common, "--output", str(tmp_path / "local.csv")]) == 0
@@ -52,13 +59,7 @@ def test_a_models_uri_without_backend_is_resolved_once(trained_run: Path, digits
     from sqlalchemy.engine import Engine
 
     given = digits_onnx_run if exported else trained_run  # with a verified ONNX export, or none
-    run = Path(shutil.copytree(given, tmp_path / "runs" / given.name))
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=NOLOAD, category=DeprecationWarning)
-        assert sync_run(run, uri).model_logged
-        assert register_run(run, "predict-once", alias="champion", uri=uri).version == 1
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    registered(given, tmp_path, "predict-once", monkeypatch)
     digits_csv(tmp_path / "in.csv", 10)
     read: Counter[str] = Counter()
 
