@@ -21,6 +21,7 @@ from kiln.data.images.dataset import ImageFolderDataset
 from kiln.data.images.preprocess import Preprocessing
 from kiln.data.images.shared_memory import (
     SHARED_MEMORY,
+    available_memory,
     check,
     check_shared_memory,
     free_space,
@@ -186,3 +187,16 @@ def test_eval_and_export_samples_make_no_memory_cache(memory_run: Path, monkeypa
     cfg = load_config(memory_run / "config.yaml")
     with pytest.raises(ConfigError, match=r"data\.image\.cache: memory needs"):
         build(cfg.data, seed=0)  # type: ignore[arg-type]
+
+
+def test_stores_larger_than_the_memory_there_is_are_refused_even_when_dev_shm_has_room(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm may be sized past the machine's memory (here: a 24 GiB tmpfs on 23 GiB); filling
+    it got the run SIGKILLed by the out-of-memory killer with no message. Refused instead."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    sizes = {"train": 30 * MiB, "val": 10 * MiB}
+    check_shared_memory(sizes, free=100 * MiB, memory=50 * MiB)  # exactly enough: 80 % of it
+    with pytest.raises(ConfigError, match=r"needs 40\.0 MiB .* 49\.0 MiB of memory available.*out-of-memory"):
+        check_shared_memory(sizes, free=100 * MiB, memory=49 * MiB)
+    check_shared_memory(sizes, free=100 * MiB, memory=available_memory())  # this machine has 50 MiB

@@ -98,6 +98,7 @@ def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) 
     """
     # read before the scan, while no rank of this node can have made its stores yet (shared_memory)
     free = shared_memory.free_space() if options.image.cache == "memory" else None
+    memory = shared_memory.available_memory() if free is not None else None
     if recorded is not None and recorded.is_file():
         result, plan = from_record(options, recorded)
     else:
@@ -126,7 +127,7 @@ def build(options: ImageFolderOptions, seed: int, recorded: Path | None = None) 
     resized = resolve_preprocessing(options.image)  # the statistics may still be measured, not the shape
     # every split's store, counted together (times the ranks on this node) before any is made
     shared_memory.check_shared_memory({name: shared_memory.store_bytes(len(files), resized.input_shape)
-                                       for name, files in plan.splits.items() if files}, free)
+                                       for name, files in plan.splits.items() if files}, free, memory)
     # every split made before the statistics pass decodes the training one: a store that finds
     # no room fails before that pass, not after it
     train = dataset("train", resized, augment)

@@ -94,13 +94,38 @@ def local_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
     return 1, "a single process"
 
 
-def check_shared_memory(sizes: Mapping[str, int], free: int | None) -> None:
+# The share of the available memory the stores may take: the rest is the run's own (its process,
+# the loader workers, the batches). Measured: stores of 99 % of it built, then training was killed.
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> int:
+    """Bytes of memory the system could give now without swapping (MemAvailable)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_shared_memory(sizes: Mapping[str, int], free: int | None, memory: int | None = None) -> None:
     """Refuse (ConfigError) stores of ``sizes`` bytes (by split) that, times the ranks on this
-    node, exceed ``free`` (``free_space()`` when the build started; None: nothing to check)."""
+    node, exceed ``free`` (``free_space()`` when the build started; None: nothing to check) or
+    ``memory`` (``available_memory()`` then): /dev/shm's pages are memory, and a tmpfs may be
+    sized larger than the memory there is, where filling it gets the run killed (SIGKILL, no
+    message) by the kernel's out-of-memory killer instead."""
     if free is None:
         return
     ranks, said = local_ranks()
     check(sizes, free=free, ranks=ranks, ranks_from=said)
+    need = sum(sizes.values()) * ranks
+    if memory is not None and need > memory * MEMORY_SHARE:
+        raise ConfigError(
+            f"data.image.cache: memory needs {_size(need)} of shared memory, but this machine has "
+            f"{_size(memory)} of memory available, of which the stores may take {MEMORY_SHARE:.0%} (the "
+            f"run's processes and batches need the rest): {SHARED_MEMORY}'s pages are memory, and "
+            "filling them would get the run killed by the out-of-memory killer",
+            field="data.image.cache",
+            hint="use data.image.cache=disk (or none), or a smaller data.image.size",
+        )
 
 
 def check(sizes: Mapping[str, int], *, free: int, ranks: int = 1, ranks_from: str = "LOCAL_WORLD_SIZE") -> None:
