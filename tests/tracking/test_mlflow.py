@@ -49,14 +49,18 @@ def client_for(run_dir: Path) -> tuple[object, str]:
 
 
 def epoch_metrics(run_dir: Path) -> dict[tuple[str, int], float]:
-    """Every metric value of events.jsonl, as MLflow names it: {(key, step): value}."""
+    """Every metric value of events.jsonl, as MLflow names it: {(key, step): value}.
+
+    Where a key has two values at one step, the first: kiln's MLflow tracker sends a (key, step)
+    once. A slow run gets that for system metrics, sampled by the clock while the step stands still.
+    """
     prefix = {"epoch": "", "test": "", "step": "step/", "system": "system/"}
     out = {}
     for record in read_events(run_dir / "logs/events.jsonl"):
         if record["event"] == "metrics":
             for key, value in record["metrics"].items():
                 if value is not None:
-                    out[(prefix[record["scope"]] + key, record["step"])] = value
+                    out.setdefault((prefix[record["scope"]] + key, record["step"]), value)
     return out
 
 

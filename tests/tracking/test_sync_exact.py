@@ -48,6 +48,7 @@ EVENTS: list[dict[str, Any]] = [
     {"event": "fit_start", "epochs": 2},
     metrics(5, "step", loss=0.9),
     metrics(5, "system", cpu=12.5),
+    metrics(5, "system", cpu=99.0),  # sampled by the clock while the step stood still: MLflow keeps the first
     metrics(1, loss=0.5, accuracy=0.75, lr=None),  # None: a NaN as events.jsonl writes it
     metrics(10, "step", loss=0.4),
     metrics(2, loss=0.25, accuracy=0.875),
