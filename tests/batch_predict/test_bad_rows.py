@@ -191,6 +191,44 @@ def test_blank_lines_are_skipped_and_keep_their_numbers(trained_run: Path, tmp_p
     assert out["id"].tolist() == [f"{i:06d}" for i in range(6)]
 
 
+def _unclosed_quote_csv(path: Path, where: str) -> None:
+    """A 200-row digits CSV whose row 50 (line 52) opens a quote that is never closed."""
+    frame = digits_csv(path, 200)
+    if where == "id":  # the last column, passed through as text: the fast read takes it whole
+        frame.insert(64, "id", frame.pop("id"))
+        frame.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    if where == "extra":
+        lines[51] += ',"oops'  # one value too many: a malformed line, 150 lines long
+    else:
+        parts = lines[51].split(",")
+        parts[-1] = '"' + parts[-1]  # the last value: the line's count of values stays right
+        lines[51] = ",".join(parts)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("where", ["extra", "feature", "id"])
+def test_an_unclosed_quote_stops_the_job_instead_of_losing_the_lines_after_it(
+        trained_run: Path, tmp_path: Path, where: str) -> None:
+    """pyarrow takes every line after an open quote into one value; read on, 149 rows would be
+    missing from both the output and the errors file."""
+    _unclosed_quote_csv(tmp_path / "in.csv", where)
+    with pytest.raises(DataError) as raised:
+        predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv",
+                     PredictOptions(id_columns=("id",), chunk_size=10))
+    assert f"{tmp_path / 'in.csv'}, line 52: a quoted value runs over 150 lines" in str(raised.value)
+    assert "close or remove the quote" in str(raised.value)
+
+
+def test_the_cli_names_the_line_of_an_unclosed_quote(trained_run: Path, tmp_path: Path) -> None:
+    _unclosed_quote_csv(tmp_path / "in.csv", "feature")
+    done = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.csv"), "--output",
+                   str(tmp_path / "out.csv"), "--id-column", "id")
+    assert done.returncode == 1, done.stderr
+    assert "in.csv, line 52: a quoted value runs over 150 lines" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_an_input_without_rows_gives_an_output_with_its_columns(trained_run: Path, tmp_path: Path, suffix: str) -> None:
     digits_csv(tmp_path / "in.csv", 1)

@@ -10,7 +10,9 @@ and a bad value fails its row, not the file. Rows are numbered from 0, the first
 header (``row`` in the output and the errors file; line = row + 2); a line whose every value is
 empty (a blank line) is skipped, neither predicted nor an error, and keeps its number. A line with too few or too
 many values is a bad row too: pyarrow's parser reports it with its line, single-threaded, so the
-numbering stays exact.
+numbering stays exact. A value that runs over lines (a quote left open takes the lines after it
+into one value, to the next quote or the end of the file) stops the job: read on, those lines
+would be lost with no error for any of them.
 """
 
 from __future__ import annotations
@@ -230,7 +232,9 @@ class TableSource:
                     return
                 except pa.ArrowInvalid as exc:
                     raise _NotClean(str(exc)) from None
-                yield np.arange(start, start + batch.num_rows), batch
+                numbers = np.arange(start, start + batch.num_rows)
+                _refuse_values_over_lines(self.path, batch, self.passed, numbers)  # type: ignore[arg-type]
+                yield numbers, batch
                 start += batch.num_rows
         finally:
             if reader is not None:
@@ -242,10 +246,13 @@ class TableSource:
         import pyarrow.csv as pacsv
 
         expected = len(self.columns)
+        over_lines: list[str] = []
 
         def on_invalid(row: Any) -> str:
             if row.number is None:  # only multi-threaded parsing loses it, and this one is not
                 raise DataError(f"{self.path}: a line has {row.actual_columns} values, not {expected}")
+            if "\n" in (row.text or ""):  # raised after the batch: pyarrow swallows a handler's exception
+                over_lines.append(_over_lines(self.path, row.number, row.text))  # type: ignore[arg-type]
             bad[row.number - 2] = (f"line {row.number} has {row.actual_columns} values, the header "
                                    f"has {row.expected_columns}")
             return "skip"
@@ -263,19 +270,52 @@ class TableSource:
             )
             next_row = 0
             for batch in reader:
+                if over_lines:
+                    raise DataError(over_lines[0])
                 count = batch.num_rows
                 pending = np.array(sorted(r for r in bad if r >= next_row), dtype=np.int64)
                 candidates = np.arange(next_row, next_row + count + len(pending))
                 numbers = candidates[~np.isin(candidates, pending)][:count]
                 if count:
                     next_row = int(numbers[-1]) + 1
+                _refuse_values_over_lines(self.path, batch, self.columns, numbers)  # type: ignore[arg-type]
                 yield numbers, batch
         except pa.ArrowInvalid as exc:
+            if over_lines:
+                raise DataError(over_lines[0]) from None
             raise DataError(f"{self.path} cannot be read as CSV: {str(exc).splitlines()[0]}") from None
         finally:
             if reader is not None:
                 reader.close()
             self._counter.close()
+
+
+def _refuse_values_over_lines(path: Path, batch: pa.RecordBatch, columns: Sequence[str],
+                              numbers: np.ndarray) -> None:
+    """DataError at the first value that holds a line break. A quote left open takes every line
+    after it, to the next quote or the end of the file, into one value: read on, those lines would
+    vanish with no error for any of them. kiln predict reads one row per line (so a row's line is
+    its number + 2), and refuses the file instead."""
+    import pyarrow.compute as pc
+
+    first = None
+    for name in columns:
+        column = batch.column(name)
+        hits = pc.match_substring(column, "\n").to_numpy(zero_copy_only=False)
+        found = np.flatnonzero(hits == True)  # noqa: E712 (nulls are None, not False)
+        if len(found) and (first is None or found[0] < first[0]):
+            first = (int(found[0]), column[int(found[0])].as_py())
+    if first is not None:
+        raise DataError(_over_lines(path, int(numbers[first[0]]) + 2, first[1]))
+
+
+def _over_lines(path: Path, line: int, text: str) -> str:
+    spans = text.rstrip("\r\n").count("\n") + 1
+    start = text.split("\n", 1)[0][:60]
+    return (f"{path}, line {line}: a quoted value runs over {spans} lines, from {start!r}: a quote "
+            "that is never closed takes the lines after it into one value, and they would be lost. "
+            "kiln predict reads one row per line: close or remove the quote, then run again with "
+            "--overwrite (the chunks before it were committed for this input)")
 
 
 def _without_blank_lines(table: pa.Table, numbers: np.ndarray) -> tuple[pa.Table, np.ndarray]:
