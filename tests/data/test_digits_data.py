@@ -46,3 +46,25 @@ def test_digits_without_normalization_are_scaled_to_unit_range() -> None:
     assert len(x) == 100
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     assert bundle.spec.mean == () and bundle.spec.extra["input_scale"] == 1 / 16
+
+
+def test_the_digits_are_scikit_learns_own_read_without_importing_sklearn_datasets() -> None:
+    """The file read directly gives load_digits' arrays exactly; a fresh interpreter building the
+    dataset never imports sklearn.datasets (3 s of a short run's start)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from kiln.data.digits import load_digits_arrays
+
+    images, labels = load_digits_arrays()
+    want_images, want_labels = load_digits(return_X_y=True)
+    assert images.dtype == np.float64 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images, want_images)
+    np.testing.assert_array_equal(labels, want_labels)
+    probe = ("import sys; from kiln.config.data_options import DigitsOptions; from kiln.data.digits import build; "
+             "build(DigitsOptions(), seed=0); print('sklearn.datasets' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -36,10 +36,11 @@ def write_digits_folder(
     """
     import numpy as np
     from PIL import Image, ImageFilter
-    from sklearn.datasets import load_digits
+
+    from kiln.data.digits import load_digits_arrays
 
     root = Path(root)
-    images, labels = load_digits(return_X_y=True)
+    images, labels = load_digits_arrays()
     wanted = list(range(classes)) if isinstance(classes, int) else list(classes)
     for digit in wanted:
         rows = images[labels == digit][:per_class]
