@@ -1,4 +1,8 @@
-"""The edges of a worker process: torchrun learns why a rank failed, and the group is left."""
+"""The edges of a worker process: torchrun learns why a rank failed, and the group is left.
+
+Imported by every ``python -m kiln``, so it imports torch only inside a torchrun rank: at the top,
+it cost ``python -m kiln --help`` (or ``models``, ``registry``) 2.5 s of torch import for nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import sys
 from collections.abc import Iterator
 
 from kiln.distributed.env import launch_env
-from kiln.distributed.group import shutdown
 
 
 @contextlib.contextmanager
@@ -20,6 +23,8 @@ def worker_process() -> Iterator[None]:
     if not launch_env().launched:
         yield
         return
+    from kiln.distributed.group import shutdown
+
     try:
         yield
     except BaseException as exc:
