@@ -123,6 +123,13 @@ def test_unreadable_images_are_listed_by_path(image_run: Path, tmp_path: Path) -
 def test_wrong_inputs_stop_before_any_work(trained_run: Path, cancer_run: Path, image_run: Path,
                                            tmp_path: Path) -> None:
     digits_csv(tmp_path / "digits.csv", 5)
+    twice = (tmp_path / "digits.csv").read_text().replace(",p63\n", ",p0\n", 1)
+    (tmp_path / "twice.csv").write_text(twice)  # p0 twice: pyarrow's KeyError traceback before
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["mean radius"] * 2),
+                   tmp_path / "twice.parquet")
     (tmp_path / "data.txt").write_text("1,2,3\n")
     np.save(tmp_path / "wrong.npy", np.zeros((4, 63)))
     images = tmp_path / "images"
@@ -137,6 +144,8 @@ def test_wrong_inputs_stop_before_any_work(trained_run: Path, cancer_run: Path, 
         (trained_run, "wrong.npy", "out.csv", "has shape [4, 63]; the model takes rows of shape [1, 8, 8]"),
         (trained_run, "missing.csv", "out.csv", "does not exist"),
         (trained_run, "digits.csv", "digits.csv", "is the input itself"),
+        (trained_run, "twice.csv", "out.csv", "twice.csv has more than one column named 'p0'"),
+        (cancer_run, "twice.parquet", "out.csv", "has more than one column named 'mean radius'"),
     ]
     before = sorted(p.name for p in tmp_path.iterdir())
     for run, given, output, message in cases:

@@ -61,7 +61,13 @@ class CountingFile(io.RawIOBase):
 
 def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, size: int,
                     id_columns: Sequence[str], what: str) -> tuple[list[str], list[str]]:
-    """``(features, pass_through)``; UsageError (exit 2) naming what is missing or extra."""
+    """``(features, pass_through)``; UsageError (exit 2) naming what is missing, extra or twice."""
+    from collections import Counter
+
+    twice = [name for name, count in Counter(columns).items() if count > 1]
+    if twice:
+        raise UsageError(f"{what} has more than one column named {_some(twice)}: a column is found by "
+                         "its name, so each needs its own; rename or drop the copies")
     unknown_ids = [c for c in id_columns if c not in columns]
     if unknown_ids:
         raise UsageError(f"--id-column {', '.join(unknown_ids)}: no such column in {what}; "
