@@ -200,6 +200,35 @@ def test_blank_lines_are_skipped_and_keep_their_numbers(trained_run: Path, tmp_p
     assert out["id"].tolist() == [f"{i:06d}" for i in range(6)]
 
 
+def test_many_bad_rows_across_many_reader_blocks_keep_their_numbers(
+        trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of about eight lines: malformed lines are reported a block ahead of the rows read,
+    and chunks of 25 rows cut across blocks; every row keeps its number and every bad one is listed once."""
+    from kiln.batch_predict import tables
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 2048)
+    digits_csv(tmp_path / "in.csv", 300)
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    short = {r for r in range(300) if r % 7 == 3 or 120 <= r < 160}  # a run of 40 bad lines too
+    text = {r for r in range(300) if r % 11 == 5} - short
+    for row in short:
+        lines[row + 1] = ",".join(lines[row + 1].split(",")[:9])
+    for row in text:
+        parts = lines[row + 1].split(",")
+        parts[3] = "x"
+        lines[row + 1] = ",".join(parts)
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    report = predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv",
+                          PredictOptions(id_columns=("id",), chunk_size=25))
+    assert (report.rows, report.failed) == (300, len(short | text))
+    errors = _errors(tmp_path / "out.csv")
+    assert [e["row"] for e in errors] == sorted(short | text)
+    assert all(str(e["reason"]).startswith("line ") == (e["row"] in short) for e in errors)
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    assert out["row"].tolist() == [r for r in range(300) if r not in short | text]
+    assert out["id"].tolist() == [f"{r:06d}" for r in out["row"]]
+
+
 def _unclosed_quote_csv(path: Path, where: str) -> None:
     """A 200-row digits CSV whose row 50 (line 52) opens a quote that is never closed."""
     frame = digits_csv(path, 200)

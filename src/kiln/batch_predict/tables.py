@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,14 +174,17 @@ class TableSource:
                 yield chunk
 
     def _chunks(self, size: int, skip: int, careful: bool) -> Iterator[Chunk | None]:
-        bad: dict[int, str] = {}
+        bad: deque[tuple[int, str]] = deque()  # malformed lines, in row order, until their chunk
         for index, numbers, table, rows in _group(self._pieces(bad, careful), size, bad):
+            errors = []
+            while bad and bad[0][0] < index * size + rows:  # the earlier chunks took theirs
+                row, reason = bad.popleft()
+                errors.append({ROW: row, "reason": reason})
             if index < skip:
                 yield None
                 continue
             import pyarrow as pa
 
-            errors = [{ROW: r, "reason": bad[r]} for r in sorted(bad) if index * size <= r < index * size + rows]
             if self.kind == "csv" and table.num_rows:
                 table, numbers = _without_blank_lines(table, numbers)
             if table.num_rows == 0:  # every row of the chunk was malformed (or blank)
@@ -191,7 +195,7 @@ class TableSource:
             values, reasons = table_features(table, self.features)
             yield make_chunk(index, rows, ids, values, reasons, self.pre, errors)
 
-    def _pieces(self, bad: dict[int, str], careful: bool) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+    def _pieces(self, bad: deque[tuple[int, str]], careful: bool) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
         """``(row numbers, record batch)`` in input order; malformed CSV lines land in ``bad``."""
         if self._table is not None:
             start = 0
@@ -247,20 +251,25 @@ class TableSource:
                 reader.close()  # stops its read-ahead now, not at interpreter exit
             self._counter.close()
 
-    def _csv_pieces(self, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+    def _csv_pieces(self, bad: deque[tuple[int, str]]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """The careful read. pyarrow's one parsing thread reports malformed lines in file order,
+        some a block ahead of the batch read; each batch's rows are numbered around them."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         expected = len(self.columns)
         over_lines: list[str] = []
+        skipped: list[int] = []  # every malformed row, in order; those before ``first`` are numbered past
+        first = 0
 
         def on_invalid(row: Any) -> str:
             if row.number is None:  # only multi-threaded parsing loses it, and this one is not
                 raise DataError(f"{self.path}: a line has {row.actual_columns} values, not {expected}")
             if "\n" in (row.text or ""):  # raised after the batch: pyarrow swallows a handler's exception
                 over_lines.append(_over_lines(self.path, row.number, row.text))  # type: ignore[arg-type]
-            bad[row.number - 2] = (f"line {row.number} has {row.actual_columns} values, the header "
-                                   f"has {row.expected_columns}")
+            skipped.append(row.number - 2)
+            bad.append((row.number - 2, f"line {row.number} has {row.actual_columns} values, the header "
+                                        f"has {row.expected_columns}"))
             return "skip"
 
         self._counter = CountingFile(self.path)  # type: ignore[arg-type]
@@ -279,7 +288,9 @@ class TableSource:
                 if over_lines:
                     raise DataError(over_lines[0])
                 count = batch.num_rows
-                pending = np.array(sorted(r for r in bad if r >= next_row), dtype=np.int64)
+                while first < len(skipped) and skipped[first] < next_row:
+                    first += 1
+                pending = np.array(skipped[first:], dtype=np.int64)  # a block's worth at most
                 candidates = np.arange(next_row, next_row + count + len(pending))
                 numbers = candidates[~np.isin(candidates, pending)][:count]
                 if count:
@@ -344,7 +355,7 @@ class _NotClean(Exception):
 
 
 def _group(pieces: Iterator[tuple[np.ndarray, Any]], size: int,
-           bad: dict[int, str]) -> Iterator[tuple[int, np.ndarray, pa.Table, int]]:
+           bad: deque[tuple[int, str]]) -> Iterator[tuple[int, np.ndarray, pa.Table, int]]:
     """Regroup pieces into chunks of ``size`` input rows: ``(index, row numbers, table, rows)``.
 
     A chunk's rows are those numbered ``index*size`` up to the next chunk's first; bad rows count
@@ -368,7 +379,7 @@ def _group(pieces: Iterator[tuple[np.ndarray, Any]], size: int,
             yield index, _cat(held_numbers), pa.Table.from_batches(held, schema), size
             index, held_numbers, held = index + 1, [], []
     seen = [int(n[-1]) for n in held_numbers if len(n)]
-    last = max([*seen, *bad.keys(), index * size - 1])
+    last = max([*seen, bad[-1][0] if bad else -1, index * size - 1])
     while index * size <= last or held:
         rows = min(size, last + 1 - index * size)
         table = pa.Table.from_batches(held, schema) if schema is not None else pa.table({})
