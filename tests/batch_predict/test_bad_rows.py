@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -322,3 +323,31 @@ def test_a_chunk_without_a_row_to_predict_is_committed_and_the_job_goes_on(train
     errors = _errors(output)
     assert [e["row"] for e in errors] == [3, 4, 5] and reason in str(errors[0]["reason"])
     assert pd.read_csv(output)["row"].tolist() == [0, 1, 2, 6, 7, 8]
+
+
+def test_the_progress_position_never_goes_back_when_the_careful_read_starts_over(
+        trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value in chunk 6 of 10 sends the read back to the file's start: the bytes read (the
+    bar's position) stand still until the careful read passes them, then reach the file's size."""
+    from kiln.batch_predict import tables
+    from kiln.batch_predict.model import load_for_prediction
+
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 4096)
+    digits_csv(tmp_path / "in.csv", 200)
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    lines[121] = lines[121].rsplit(",", 1)[0] + ",x"  # row 120: p63 is not a number
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    loaded = load_for_prediction(trained_run, None, 64)
+    source = tables.TableSource(tmp_path / "in.csv", loaded.pre, None, ("id",))
+    seen: list[int] = []  # the position at every read from the file, as the bar's thread may see it
+    read = tables.CountingFile.readinto
+
+    def readinto(self: tables.CountingFile, buffer: Any) -> int:
+        count = read(self, buffer)
+        seen.append(source.read_bytes)
+        return count
+
+    monkeypatch.setattr(tables.CountingFile, "readinto", readinto)
+    chunks = list(source.chunks(20, 0))
+    assert len(chunks) == 10 and chunks[6] is not None and [e["row"] for e in chunks[6].errors] == [120]
+    assert seen == sorted(seen) and seen[-1] == source.total_bytes, seen

@@ -116,10 +116,15 @@ class TableSource:
         self.features, self.passed = feature_columns(self.columns, spec_names, pre.size, id_columns, what)
         self.total_rows = self._rows()
         self.total_bytes = path.stat().st_size if path is not None and self.kind == "csv" else None
+        self._most_read = 0
 
     @property
     def read_bytes(self) -> int:
-        return self._counter.read_bytes if self._counter is not None else 0
+        """Bytes read of the file: the most so far, so that the progress bar stands still, not
+        back at zero, while the careful read goes over the chunks already handed out again."""
+        if self._counter is not None:
+            self._most_read = max(self._most_read, self._counter.read_bytes)
+        return self._most_read
 
     def _column_names(self) -> list[str]:
         if self._table is not None:
