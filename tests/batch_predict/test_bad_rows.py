@@ -351,3 +351,13 @@ def test_the_progress_position_never_goes_back_when_the_careful_read_starts_over
     chunks = list(source.chunks(20, 0))
     assert len(chunks) == 10 and chunks[6] is not None and [e["row"] for e in chunks[6].errors] == [120]
     assert seen == sorted(seen) and seen[-1] == source.total_bytes, seen
+
+
+def test_a_value_that_is_not_utf8_stops_the_job_naming_its_line_and_the_fix(trained_run: Path, tmp_path: Path) -> None:
+    digits_csv(tmp_path / "in.csv", 50)
+    data = (tmp_path / "in.csv").read_bytes().replace(b"\n000030,", b"\n00003\xe9,", 1)  # Latin-1: é
+    (tmp_path / "in.csv").write_bytes(data)
+    with pytest.raises(DataError) as raised:
+        predict_file(trained_run, tmp_path / "in.csv", tmp_path / "out.csv", PredictOptions(id_columns=("id",)))
+    assert f"{tmp_path / 'in.csv'}, line 32: a value is not UTF-8 text" in str(raised.value)
+    assert "save it as UTF-8" in str(raised.value)

@@ -305,7 +305,7 @@ class TableSource:
         except pa.ArrowInvalid as exc:
             if over_lines:
                 raise DataError(over_lines[0]) from None
-            raise DataError(f"{self.path} cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            raise DataError(_unreadable(self.path, str(exc))) from None  # type: ignore[arg-type]
         finally:
             if reader is not None:
                 reader.close()
@@ -338,6 +338,20 @@ def _over_lines(path: Path, line: int, text: str) -> str:
             "that is never closed takes the lines after it into one value, and they would be lost. "
             "kiln predict reads one row per line: close or remove the quote, then run again with "
             "--overwrite (the chunks before it were committed for this input)")
+
+
+def _unreadable(path: Path, error: str) -> str:
+    """The careful read's last word on a file it cannot go on reading."""
+    import re
+
+    first = error.splitlines()[0]
+    if "invalid UTF8" in first:
+        line = re.search(r"Row #(\d+)", first)
+        where = f", line {line[1]}" if line else ""
+        return (f"{path}{where}: a value is not UTF-8 text ({first}). kiln predict reads a CSV as "
+                "UTF-8: save it as UTF-8 (from Latin-1, for example: iconv -f latin1 -t utf-8 IN > OUT), "
+                "then run again with --overwrite")
+    return f"{path} cannot be read as CSV: {first}"
 
 
 def _without_blank_lines(table: pa.Table, numbers: np.ndarray) -> tuple[pa.Table, np.ndarray]:
