@@ -71,7 +71,7 @@ def _predict_array(loaded: Any, array: np.ndarray, on_error: OnError) -> np.ndar
 
 def _source(loaded: Any, inputs: Any, id_columns: Sequence[str], workers: int) -> Any:
     from kiln.batch_predict.sources import open_source
-    from kiln.batch_predict.tables import TableSource
+    from kiln.batch_predict.tables import TableSource, refuse_repeated_columns
 
     if isinstance(inputs, (str, Path)):
         return open_source(Path(inputs), loaded, id_columns, workers)
@@ -86,6 +86,7 @@ def _source(loaded: Any, inputs: Any, id_columns: Sequence[str], workers: int) -
             raise UsageError(f"cannot predict a {type(inputs).__name__}",
                              allowed="a NumPy array, a pandas DataFrame, a pyarrow Table, or the "
                                      "path of a file or image folder")
+        refuse_repeated_columns([str(c) for c in inputs.columns], "the DataFrame")
         inputs = pa.Table.from_pandas(inputs, preserve_index=False)
     names = loaded.served.spec.extra.get("feature_names")
     return TableSource(None, loaded.pre, names, id_columns, table=inputs)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ROW = "row"
+_BREAK = re.compile(r"\r\n|\r|\n")  # a line's end, as pyarrow's CSV parser takes it
 BLOCK_BYTES = 1 << 20
 
 
@@ -63,12 +65,7 @@ class CountingFile(io.RawIOBase):
 def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, size: int,
                     id_columns: Sequence[str], what: str) -> tuple[list[str], list[str]]:
     """``(features, pass_through)``; UsageError (exit 2) naming what is missing, extra or twice."""
-    from collections import Counter
-
-    twice = [name for name, count in Counter(columns).items() if count > 1]
-    if twice:
-        raise UsageError(f"{what} has more than one column named {_some(twice)}: a column is found by "
-                         "its name, so each needs its own; rename or drop the copies")
+    refuse_repeated_columns(columns, what)
     unknown_ids = [c for c in id_columns if c not in columns]
     if unknown_ids:
         raise UsageError(f"--id-column {', '.join(unknown_ids)}: no such column in {what}; "
@@ -92,6 +89,17 @@ def feature_columns(columns: Sequence[str], spec_names: Sequence[str] | None, si
             f"{' ...' if len(features) > 8 else ''}): name the identifier columns with "
             "--id-column NAME, or give a table with exactly the model's inputs")
     return features, list(id_columns)
+
+
+def refuse_repeated_columns(columns: Sequence[str], what: str) -> None:
+    """UsageError (exit 2) naming the columns that appear more than once: a column is found by
+    its name (pyarrow's own error was a KeyError traceback)."""
+    from collections import Counter
+
+    twice = [name for name, count in Counter(columns).items() if count > 1]
+    if twice:
+        raise UsageError(f"{what} has more than one column named {_some(twice)}: a column is found by "
+                         "its name, so each needs its own; rename or drop the copies")
 
 
 def _some(names: Sequence[str], shown: int = 10) -> str:
@@ -270,7 +278,7 @@ class TableSource:
         def on_invalid(row: Any) -> str:
             if row.number is None:  # only multi-threaded parsing loses it, and this one is not
                 raise DataError(f"{self.path}: a line has {row.actual_columns} values, not {expected}")
-            if "\n" in (row.text or ""):  # raised after the batch: pyarrow swallows a handler's exception
+            if _BREAK.search((row.text or "").rstrip("\r\n")):  # raised after the batch: pyarrow swallows a handler's exception
                 over_lines.append(_over_lines(self.path, row.number, row.text))  # type: ignore[arg-type]
             skipped.append(row.number - 2)
             bad.append((row.number - 2, f"line {row.number} has {row.actual_columns} values, the header "
@@ -302,6 +310,8 @@ class TableSource:
                     next_row = int(numbers[-1]) + 1
                 _refuse_values_over_lines(self.path, batch, self.columns, numbers)  # type: ignore[arg-type]
                 yield numbers, batch
+            if over_lines:  # the rest of the file was that one malformed row: no batch came after it
+                raise DataError(over_lines[0])
         except pa.ArrowInvalid as exc:
             if over_lines:
                 raise DataError(over_lines[0]) from None
@@ -323,8 +333,10 @@ def _refuse_values_over_lines(path: Path, batch: pa.RecordBatch, columns: Sequen
     first = None
     for name in columns:
         column = batch.column(name)
-        hits = pc.match_substring(column, "\n").to_numpy(zero_copy_only=False)
-        found = np.flatnonzero(hits == True)  # noqa: E712 (nulls are None, not False)
+        hits = pc.match_substring_regex(column, _BREAK.pattern)
+        if not pc.any(hits).as_py():  # the common case, without a NumPy copy of the column
+            continue
+        found = np.flatnonzero(hits.to_numpy(zero_copy_only=False) == True)  # noqa: E712 (nulls are None)
         if len(found) and (first is None or found[0] < first[0]):
             first = (int(found[0]), column[int(found[0])].as_py())
     if first is not None:
@@ -332,19 +344,22 @@ def _refuse_values_over_lines(path: Path, batch: pa.RecordBatch, columns: Sequen
 
 
 def _over_lines(path: Path, line: int, text: str) -> str:
-    spans = text.rstrip("\r\n").count("\n") + 1
-    start = text.split("\n", 1)[0][:60]
-    return (f"{path}, line {line}: a quoted value runs over {spans} lines, from {start!r}: a quote "
-            "that is never closed takes the lines after it into one value, and they would be lost. "
-            "kiln predict reads one row per line: close or remove the quote, then run again with "
-            "--overwrite (the chunks before it were committed for this input)")
+    spans = len(_BREAK.findall(text.rstrip("\r\n"))) + 1
+    start = _BREAK.split(text, maxsplit=1)[0][:60]
+    return (f"{path}, line {line}: a value runs over {spans} lines, from {start!r}. kiln predict "
+            f"reads one row per line, and a quote that is never closed takes the lines after it "
+            f"into one value, where they would be lost: close or remove the quote (or take the line "
+            f"breaks out of the value), then run again with --overwrite (the chunks before it were "
+            f"committed for this input)")
 
 
 def _unreadable(path: Path, error: str) -> str:
     """The careful read's last word on a file it cannot go on reading."""
-    import re
-
     first = error.splitlines()[0]
+    if "out of sync with chunker" in first:  # a value over lines across pyarrow's block edge
+        return (f"{path}: a value runs over lines (a quote that is never closed?) after the rows "
+                "already done; kiln predict reads one row per line: find the quote, close or remove "
+                "it, then run again with --overwrite")
     if "invalid UTF8" in first:
         line = re.search(r"Row #(\d+)", first)
         where = f", line {line[1]}" if line else ""
