@@ -272,8 +272,7 @@ class TableSource:
 
         expected = len(self.columns)
         over_lines: list[str] = []
-        skipped: list[int] = []  # every malformed row, in order; those before ``first`` are numbered past
-        first = 0
+        skipped: deque[int] = deque()  # malformed rows not yet numbered past: a block's worth at most
 
         def on_invalid(row: Any) -> str:
             if row.number is None:  # only multi-threaded parsing loses it, and this one is not
@@ -301,9 +300,9 @@ class TableSource:
                 if over_lines:
                     raise DataError(over_lines[0])
                 count = batch.num_rows
-                while first < len(skipped) and skipped[first] < next_row:
-                    first += 1
-                pending = np.array(skipped[first:], dtype=np.int64)  # a block's worth at most
+                while skipped and skipped[0] < next_row:
+                    skipped.popleft()
+                pending = np.array(skipped, dtype=np.int64)
                 candidates = np.arange(next_row, next_row + count + len(pending))
                 numbers = candidates[~np.isin(candidates, pending)][:count]
                 if count:
